@@ -1,0 +1,211 @@
+"""The one place that touches ComfyUI model objects for training.
+
+- `Diffusion`: a ModelPatcher as "noise, denoise, loss" in k-diffusion space (x = x0 + sigma*eps)
+  through the model's own `model_sampling`, for eps, v-prediction and flow models alike.
+- `TextEncoder`: a CLIP as "tokenize, splice trainable vectors, encode with autograd".
+- `trainable_session`: loads models on the compute device and fixes the two autograd traps
+  (research/comfyui.md §12): loader-made inference tensors (T1) and CLIP's in-place residuals (T2).
+
+Input objects keep their values: weights may be swapped for equal-valued normal tensors (T1), and
+frozen flags and layer forwards are restored when the session ends.
+"""
+import contextlib
+import types
+
+import torch
+
+import comfy.clip_model
+import comfy.model_management as mm
+import comfy.model_sampling
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd traps
+def deinference_(module: torch.nn.Module) -> int:
+    """Replace inference-mode tensors with equal normal tensors so autograd can save them (T1)."""
+    n = 0
+    for m in module.modules():
+        for k, p in list(m._parameters.items()):
+            if p is not None and p.is_inference():
+                m._parameters[k] = torch.nn.Parameter(p.clone(), requires_grad=p.requires_grad)
+                n += 1
+        for k, b in list(m._buffers.items()):
+            if b is not None and b.is_inference():
+                m._buffers[k] = b.clone()
+                n += 1
+    return n
+
+
+def _clip_layer_forward(self, x, mask=None, optimized_attention=None):
+    # comfy.clip_model.CLIPLayer.forward adds in place, which breaks backward (T2).
+    x = x + self.self_attn(self.layer_norm1(x), mask, optimized_attention)
+    return x + self.mlp(self.layer_norm2(x))
+
+
+@contextlib.contextmanager
+def trainable_session(diffusion_patchers=(), clips=(), memory_required=0):
+    """Load models for training; inside, gradients flow to inputs and patches, not to frozen weights."""
+    patchers = list(diffusion_patchers) + [c.patcher for c in clips]
+    flags, layers = [], []
+    with torch.inference_mode(False), torch.enable_grad():
+        mm.load_models_gpu(patchers, memory_required=memory_required, force_full_load=True)
+        try:
+            for p in patchers:
+                module = p.model
+                deinference_(module)
+                for prm in module.parameters():
+                    flags.append((prm, prm.requires_grad))
+                    prm.requires_grad_(False)
+            for c in clips:
+                for m in c.cond_stage_model.modules():
+                    if isinstance(m, comfy.clip_model.CLIPLayer):
+                        m.forward = types.MethodType(_clip_layer_forward, m)
+                        layers.append(m)
+            yield
+        finally:
+            for m in layers:
+                del m.forward
+            for prm, flag in flags:
+                prm.requires_grad_(flag)
+
+
+# ---------------------------------------------------------------------------------------------
+class Diffusion:
+    """A ModelPatcher seen as a denoiser in k-diffusion space."""
+
+    def __init__(self, patcher):
+        self.patcher = patcher
+        self.model = patcher.model
+        self.sampling = patcher.get_model_object("model_sampling")
+        self.context_dim = self.model.model_config.unet_config.get("context_dim")
+
+    @property
+    def device(self):
+        return self.patcher.load_device
+
+    def to_model_latents(self, vae_latents: torch.Tensor) -> torch.Tensor:
+        return self.model.process_latent_in(vae_latents)
+
+    def noised(self, x0, noise, sigma):
+        return self.sampling.noise_scaling(sigma, noise, x0)
+
+    def denoise(self, x, sigma, cond, pooled=None):
+        """x0 prediction for noisy `x` at `sigma` with cross-attention `cond` (gradients flow)."""
+        kwargs = {}
+        if getattr(self.model, "adm_channels", 0):
+            h, w = x.shape[-2:]
+            f = 8
+            kwargs["y"] = self.model.encode_adm(pooled_output=pooled, width=w * f, height=h * f,
+                                                target_width=w * f, target_height=h * f, device=x.device)
+        return self.model.apply_model(x, sigma, c_crossattn=cond.to(x.device), **kwargs)
+
+    def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Per-sample weight turning x0-space MSE into the model's own prediction-space MSE."""
+        ms, s2 = self.sampling, sigma.float() ** 2
+        if isinstance(ms, comfy.model_sampling.V_PREDICTION):     # v-prediction and EDM
+            sd2 = float(ms.sigma_data) ** 2
+            return (s2 + sd2) / (s2 * sd2)
+        if isinstance(ms, comfy.model_sampling.X0):
+            return torch.ones_like(s2)
+        return 1.0 / s2                                              # eps and flow (CONST)
+
+    def loss(self, x0, noise, sigma, cond, pooled=None, mask=None):
+        """The diffusion loss: mean over the batch of the prediction-space squared error."""
+        x = self.noised(x0, noise, sigma)
+        denoised = self.denoise(x, sigma, cond, pooled).float()
+        err = (denoised - x0.float()) ** 2
+        if mask is not None:
+            err = err * mask
+            per = err.sum(dim=(1, 2, 3)) / (mask.expand_as(err).sum(dim=(1, 2, 3)).clamp_min(1e-8))
+        else:
+            per = err.mean(dim=(1, 2, 3))
+        return (per * self.loss_weight(sigma).to(per.device)).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+class TextEncoder:
+    """A CLIP (SD1, SD2 or SDXL) with trainable vectors spliced into its token rows."""
+
+    def __init__(self, clip):
+        self.clip = clip
+        tokens = clip.tokenize("a")
+        self.keys = list(tokens)                              # "l" (SD1), "h" (SD2), "l"+"g" (SDXL)
+        self.tokenizers = {k: getattr(clip.tokenizer, f"clip_{k}") for k in self.keys}
+        self.encoders = {k: getattr(clip.cond_stage_model, f"clip_{k}") for k in self.keys}
+
+    def width(self, key) -> int:
+        return self.encoders[key].transformer.get_input_embeddings().weight.shape[1]
+
+    @property
+    def output_width(self) -> int:
+        return sum(self.width(k) for k in self.keys)
+
+    def embedding_key(self, key) -> str:
+        return self.tokenizers[key].embedding_key
+
+    def word_ids(self, key, text: str) -> list[int]:
+        """Token ids of `text` without start/end tokens."""
+        tok = self.tokenizers[key]
+        ids = tok.tokenizer(text)["input_ids"]
+        return ids[tok.tokens_start:-1] if tok.end_token is not None else ids[tok.tokens_start:]
+
+    def token_vectors(self, key, ids: list[int]) -> torch.Tensor:
+        emb = self.encoders[key].transformer.get_input_embeddings().weight
+        return emb[torch.tensor(ids, device=emb.device)].detach().float().cpu()
+
+    def tokens_with_vectors(self, text: str, marker: str, vectors: dict):
+        """Tokenize `text` and put `vectors[key]` ([n, width] tensors) where `marker` stands."""
+        tokens = self.clip.tokenize(text)
+        out = {}
+        for key in self.keys:
+            rows = [list(r) for r in tokens[key]]
+            marker_ids = self.word_ids(key, marker)
+            vec = vectors[key]
+            for r, row in enumerate(rows):
+                ids = [t[0] if isinstance(t[0], int) else None for t in row]
+                for i in range(len(ids) - len(marker_ids) + 1):
+                    if ids[i:i + len(marker_ids)] == marker_ids:
+                        row[i:i + len(marker_ids)] = [(vec[j], 1.0) for j in range(vec.shape[0])]
+                        grow = vec.shape[0] - len(marker_ids)
+                        if grow > 0:   # keep the row length: drop trailing padding
+                            pad = row[-1]
+                            if not all(isinstance(t[0], int) and t[0] == pad[0] for t in row[-grow - 1:]):
+                                raise ValueError(f"Prompt too long for the learned vectors: {text!r}")
+                            del row[-grow:]
+                        elif grow < 0:
+                            row.extend([row[-1]] * (-grow))
+                        break
+            out[key] = rows
+        return out
+
+    def encode(self, tokens) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(cond [1, T, D], pooled) of one prompt's tokens, differentiable, as CLIP.encode_from_tokens."""
+        m = self.clip.cond_stage_model
+        m.reset_clip_options()
+        if self.clip.layer_idx is not None:
+            m.set_clip_options({"layer": self.clip.layer_idx})
+        out = m.encode_token_weights(tokens)
+        return out[0], out[1]
+
+    def encode_batch(self, token_list):
+        conds, pooled = zip(*(self.encode(t) for t in token_list))
+        pooled = None if pooled[0] is None else torch.cat(pooled)
+        return torch.cat(conds), pooled
+
+
+def clip_with_embedding_dir(clip, directory: str):
+    """A clone of `clip` whose tokenizers also search `directory` for `embedding:<name>` words."""
+    import copy
+    out = clip.clone()
+    tok = copy.copy(clip.tokenizer)
+    for key in clip.tokenize("a"):
+        name = f"clip_{key}"
+        sub = copy.copy(getattr(tok, name))
+        dirs = sub.embedding_directory
+        dirs = [] if dirs is None else ([dirs] if isinstance(dirs, str) else list(dirs))
+        if directory not in dirs:
+            dirs.append(directory)
+        sub.embedding_directory = dirs
+        setattr(tok, name, sub)
+    out.tokenizer = tok
+    return out

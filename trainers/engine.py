@@ -1,0 +1,151 @@
+"""The shared training loop: optimiser and LR schedule, progress and cancel, run folder,
+checkpoints with optimiser state, exact resume, NaN and out-of-memory handling.
+
+A method plugs in as a `Method`: what is trainable, how a step's randomness becomes a loss, and
+what the finished run saves. The loop itself lives only here.
+"""
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+import comfy.model_management as mm
+import comfy.utils
+
+from .runs import RunFolder
+
+# Test hook: make the loss NaN at this step (reliability tests force numerical faults with it).
+NAN_AT_STEP_ENV = "TEXTTUNE_TEST_NAN_AT_STEP"
+
+
+class TrainingStopped(RuntimeError):
+    """A run ended early for a reason the user must act on; its checkpoint is kept."""
+
+
+@dataclass
+class Schedule:
+    lr: float
+    steps: int
+    kind: str = "constant"          # constant | cosine | linear
+    warmup: int = 0
+
+    def factor(self, step: int) -> float:
+        if self.warmup and step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.kind == "constant":
+            return 1.0
+        progress = (step - self.warmup) / max(1, self.steps - self.warmup)
+        if self.kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        if self.kind == "linear":
+            return max(0.0, 1.0 - progress)
+        raise ValueError(f"Unknown LR schedule {self.kind!r}: choose constant, cosine or linear.")
+
+
+class Method:
+    """The per-method part of a trainer."""
+    oom_advice = "lower the batch size or the resolution"
+
+    def trainable(self) -> dict[str, torch.nn.Parameter]:
+        raise NotImplementedError
+
+    def param_groups(self) -> list[dict]:
+        """Optimiser groups as {"params": [names], "lr": float, ...}; default: one group."""
+        return [{"params": list(self.trainable())}]
+
+    def loss(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def after_step(self, step: int):
+        """Called after each optimiser step (e.g. to project parameters)."""
+
+    def session(self):
+        """Context manager around the whole loop (model loading, autograd fixes)."""
+        raise NotImplementedError
+
+
+@dataclass
+class Result:
+    steps_done: int
+    resumed_from: int | None
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """All randomness of one step comes from here, so a resumed run repeats it exactly."""
+    return torch.Generator(device="cpu").manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
+
+
+def train(method: Method, run: RunFolder, *, steps: int, schedule: Schedule, seed: int,
+          save_every: int = 0, weight_decay: float = 0.0, betas=(0.9, 0.999),
+          on_step=None, node_id=None) -> Result:
+    """Run `method` to `steps` total steps in `run`, resuming from its latest checkpoint."""
+    params = method.trainable()
+    groups = []
+    for g in method.param_groups():
+        names = g["params"]
+        groups.append({**g, "params": [params[n] for n in names],
+                       "lr": g.get("lr", schedule.lr), "initial_lr": g.get("lr", schedule.lr)})
+    optimizer = torch.optim.AdamW(groups, lr=schedule.lr, weight_decay=weight_decay, betas=betas)
+
+    start = run.latest_step() or 0
+    resumed = None
+    if start:
+        run.load_checkpoint(start, params, optimizer)
+        run.truncate_metrics(start)
+        resumed = start
+    losses = [r["loss"] for r in run.read_metrics()]
+    nan_at = int(os.environ.get(NAN_AT_STEP_ENV, "-1"))
+    pbar = comfy.utils.ProgressBar(steps, node_id=node_id)
+    pbar.update_absolute(min(start, steps))
+    done, pending, t0 = start, [], time.perf_counter()
+
+    def checkpoint():
+        if pending:
+            run.append_metrics(pending)
+            pending.clear()
+        if run.latest_step() is None or done > run.latest_step():
+            run.save_checkpoint(done, params, optimizer)
+
+    with method.session():
+        try:
+            for step in range(start, steps):
+                mm.throw_exception_if_processing_interrupted()
+                for g in optimizer.param_groups:
+                    g["lr"] = g["initial_lr"] * schedule.factor(step)
+                loss, metrics = method.loss(step, step_generator(seed, step))
+                if step == nan_at:
+                    loss = loss * float("nan")
+                if not torch.isfinite(loss):
+                    checkpoint()
+                    raise TrainingStopped(
+                        f"The loss became {float(loss)} at step {step + 1}; training stopped and the last good "
+                        f"state (step {done}) is saved in {run.ckpt_dir}. Lower the learning rate "
+                        f"(now {schedule.lr:g}) and run again; the run resumes from step {done}.")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                method.after_step(step)
+                done = step + 1
+                row = {"step": done, "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"],
+                       "time": round(time.perf_counter() - t0, 4), **metrics}
+                pending.append(row)
+                losses.append(row["loss"])
+                if save_every and done % save_every == 0 and done < steps:
+                    checkpoint()
+                if on_step is not None:
+                    on_step(done, steps, row)
+                pbar.update_absolute(done)          # also the server's cancel point
+        except mm.InterruptProcessingException:
+            checkpoint()
+            raise
+        except torch.OutOfMemoryError as e:
+            checkpoint()
+            raise TrainingStopped(
+                f"Out of memory at step {done + 1}: {method.oom_advice}. The last good state (step {done}) is "
+                f"saved in {run.ckpt_dir} and the run resumes from it.") from e
+        checkpoint()
+    return Result(steps_done=done, resumed_from=resumed, losses=losses, seconds=time.perf_counter() - t0)

@@ -1,0 +1,68 @@
+"""Safe names and atomic writes: nothing half-written, nothing outside the intended folder."""
+import json
+import os
+import re
+import tempfile
+
+import safetensors.torch
+import torch
+
+NAME_RULE = ("1-64 characters from letters, digits, '_', '-' and '.', starting with a letter or digit "
+             "(no spaces, slashes or '..')")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def check_name(value: str, what: str) -> str:
+    """Return `value` if it is a safe file/token name, else raise naming the rule."""
+    if not isinstance(value, str) or not _NAME.match(value) or ".." in value:
+        shown = repr(value) if isinstance(value, str) and len(value) <= 80 else repr(str(value)[:80]) + "…"
+        raise ValueError(f"{what} {shown} is not allowed: use {NAME_RULE}.")
+    return value
+
+
+def atomic_write(path: str, write) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".texttune-", suffix=".partial", dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def save_safetensors(tensors: dict, path: str, metadata: dict | None = None) -> str:
+    """Atomically write tensors (moved to CPU, contiguous) as safetensors with string metadata."""
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    return atomic_write(path, lambda tmp: safetensors.torch.save_file(cpu, tmp, metadata=meta))
+
+
+def write_json(obj, path: str) -> str:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+    return atomic_write(path, write)
+
+
+def load_safetensors(path: str, device="cpu"):
+    """(tensors, metadata) of a safetensors file."""
+    with safetensors.safe_open(path, framework="pt", device=str(device)) as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return tensors, meta
+
+
+def load_torch_weights(path: str):
+    """Read a pickle-based weights file without executing code in it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for anything beyond plain tensors and containers
+        raise ValueError(f"{os.path.basename(path)} was refused: it is not a plain weights file "
+                         f"(only safetensors, or pickles holding tensors alone, are read). Details: {e}") from e
