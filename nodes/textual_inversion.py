@@ -95,9 +95,9 @@ class TrainTextualInversion(io.ComfyNode):
                 flipped = diffusion.to_model_latents(vae.encode(pixels.flip(2)).float()).clone()
             masks = prepare_masks(mask, len(pixels), resolution, latents.shape[-1])
             config["images"] = len(pixels)
-            run = RunFolder(common.runs_root(), run_name, config)
             method = TextualInversion(diffusion, text, latents, flipped, masks, tpl, init_words, vectors,
                                       batch_size, flip=config["flip"])
+            run = RunFolder(common.runs_root(), run_name, config)
             result = engine.train(method, run, steps=steps, seed=seed, save_every=config["save_every"],
                                   schedule=engine.Schedule(config["learning_rate"], steps, config["lr_schedule"]),
                                   node_id=cls.hidden.unique_id if cls.hidden else None)

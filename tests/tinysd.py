@@ -38,8 +38,8 @@ def init_weights_(module, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in module.named_parameters():
-            if p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+            if p.ndim >= 2:                     # fan-in scaled, so every layer passes signal on
+                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
             elif name.endswith("weight"):       # GroupNorm / LayerNorm scales: 1, or the context is ignored
                 p.fill_(1.0)
             else:

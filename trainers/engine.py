@@ -122,7 +122,7 @@ def train(method: Method, run: RunFolder, *, steps: int, schedule: Schedule, see
                 if not torch.isfinite(loss):
                     checkpoint()
                     raise TrainingStopped(
-                        f"The loss became {float(loss)} at step {step + 1}; training stopped and the last good "
+                        f"The loss became {float(loss.detach())} at step {step + 1}; training stopped and the last good "
                         f"state (step {done}) is saved in {run.ckpt_dir}. Lower the learning rate "
                         f"(now {schedule.lr:g}) and run again; the run resumes from step {done}.")
                 optimizer.zero_grad(set_to_none=True)
