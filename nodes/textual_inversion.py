@@ -11,6 +11,7 @@ from ..trainers.files import check_name
 from ..trainers.runs import RunFolder
 from ..trainers.textual_inversion import TextualInversion
 from . import common
+from .progress import Reporter
 
 
 class TrainTextualInversion(io.ComfyNode):
@@ -85,6 +86,7 @@ class TrainTextualInversion(io.ComfyNode):
                   "save_every": s(save_every, "save_every"), "masked": mask is not None,
                   "base_model": type(model.model.model_config).__name__}
 
+        node_id = cls.hidden.unique_id if cls.hidden else None
         diffusion, text = Diffusion(model), TextEncoder(clip)
         common.check_model_clip_match(diffusion, text)
         emb_path = os.path.join(common.models_dir("embeddings"), token_name + ".safetensors")
@@ -100,7 +102,7 @@ class TrainTextualInversion(io.ComfyNode):
             run = RunFolder(common.runs_root(), run_name, config)
             result = engine.train(method, run, steps=steps, seed=seed, save_every=config["save_every"],
                                   schedule=engine.Schedule(config["learning_rate"], steps, config["lr_schedule"]),
-                                  node_id=cls.hidden.unique_id if cls.hidden else None)
+                                  node_id=node_id, on_step=Reporter(node_id, run_name))
             formats.save_embedding(emb_path, method.vectors(), {
                 "token": token_name, "base_model": config["base_model"], "steps": result.steps_done,
                 "vectors": vectors, "init_words": init_words, "run": run_name})
