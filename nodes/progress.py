@@ -8,7 +8,7 @@ EVENT = "texttune.progress"
 class Reporter:
     def __init__(self, node_id, run_name: str, min_interval: float = 0.25):
         self.node_id, self.run_name, self.min_interval = node_id, run_name, min_interval
-        self.last, self.t0 = 0.0, time.perf_counter()
+        self.last, self.t0 = float("-inf"), time.perf_counter()
         try:
             from server import PromptServer
             self.server = PromptServer.instance
