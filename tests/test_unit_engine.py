@@ -107,3 +107,25 @@ def test_changed_settings_refuse_to_resume(tmp_path):
     with pytest.raises(ValueError, match="other settings"):
         RunFolder(str(tmp_path), "cfg", {"method": "other", "steps": 3})
     RunFolder(str(tmp_path), "cfg", {"method": "toy", "steps": 50})   # more steps: allowed, resumes
+
+
+class ScaledToy(Toy):
+    def grad_scaling_device(self):
+        return torch.device("cpu")
+
+
+def test_grad_scaling_path_trains_and_resumes_exactly(tmp_path):
+    def go(name, **kw):
+        m = ScaledToy()
+        folder = RunFolder(str(tmp_path), name, {"method": "toy", "steps": 8})
+        return m, engine.train(m, folder, steps=8, schedule=engine.Schedule(0.1, 8), seed=3, **kw), folder
+
+    ref, res, ref_folder = go("s-ref")
+    assert sum(res.losses[-3:]) < sum(res.losses[:3])
+    with interrupt_at(4), pytest.raises(mm.InterruptProcessingException):
+        go("s-cut")
+    m, res2, folder = go("s-cut")
+    assert res2.resumed_from == 4
+    assert "grad_scaler" in files.load_safetensors(folder.checkpoint_path(8))[1]
+    for k in ref.p:
+        assert torch.allclose(ref.p[k], m.p[k], atol=1e-6, rtol=0)

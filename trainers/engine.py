@@ -4,6 +4,7 @@ checkpoints with optimiser state, exact resume, NaN and out-of-memory handling.
 A method plugs in as a `Method`: what is trainable, how a step's randomness becomes a loss, and
 what the finished run saves. The loop itself lives only here.
 """
+import json
 import math
 import os
 import time
@@ -58,6 +59,10 @@ class Method:
     def loss(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
 
+    def grad_scaling_device(self):
+        """A torch.device when gradients pass through fp16 weights and need loss scaling, else None."""
+        return None
+
     def after_step(self, step: int):
         """Called after each optimiser step (e.g. to project parameters)."""
 
@@ -91,10 +96,15 @@ def train(method: Method, run: RunFolder, *, steps: int, schedule: Schedule, see
                        "lr": g.get("lr", schedule.lr), "initial_lr": g.get("lr", schedule.lr)})
     optimizer = torch.optim.AdamW(groups, lr=schedule.lr, weight_decay=weight_decay, betas=betas)
 
+    scale_device = method.grad_scaling_device()
+    scaler = torch.amp.GradScaler(torch.device(scale_device).type) if scale_device is not None else None
+
     start = run.latest_step() or 0
     resumed = None
     if start:
-        run.load_checkpoint(start, params, optimizer)
+        meta = run.load_checkpoint(start, params, optimizer)
+        if scaler is not None and "grad_scaler" in meta:
+            scaler.load_state_dict(json.loads(meta["grad_scaler"]))
         run.truncate_metrics(start)
         resumed = start
     losses = [r["loss"] for r in run.read_metrics()]
@@ -108,7 +118,8 @@ def train(method: Method, run: RunFolder, *, steps: int, schedule: Schedule, see
             run.append_metrics(pending)
             pending.clear()
         if run.latest_step() is None or done > run.latest_step():
-            run.save_checkpoint(done, params, optimizer)
+            extra = {"grad_scaler": json.dumps(scaler.state_dict())} if scaler is not None else None
+            run.save_checkpoint(done, params, optimizer, extra)
 
     with method.session():
         try:
@@ -126,8 +137,13 @@ def train(method: Method, run: RunFolder, *, steps: int, schedule: Schedule, see
                         f"state (step {done}) is saved in {run.ckpt_dir}. Lower the learning rate "
                         f"(now {schedule.lr:g}) and run again; the run resumes from step {done}.")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                if scaler is None:
+                    loss.backward()
+                    optimizer.step()
+                else:                                  # fp16 weights: scale so small gradients survive
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
                 method.after_step(step)
                 done = step + 1
                 row = {"step": done, "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"],

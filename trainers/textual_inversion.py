@@ -47,6 +47,9 @@ class TextualInversion(engine.Method):
     def session(self):
         return trainable_session([self.diffusion.patcher], [self.text.clip])
 
+    def grad_scaling_device(self):
+        return self.diffusion.device if self.diffusion.model.get_dtype() == torch.float16 else None
+
     def vectors(self) -> dict[str, torch.Tensor]:
         """{embedding_key: [n, width]} — what the embedding file holds."""
         return {k: p.detach() for k, p in self.params.items()}
