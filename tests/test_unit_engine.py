@@ -129,3 +129,20 @@ def test_grad_scaling_path_trains_and_resumes_exactly(tmp_path):
     assert "grad_scaler" in files.load_safetensors(folder.checkpoint_path(8))[1]
     for k in ref.p:
         assert torch.allclose(ref.p[k], m.p[k], atol=1e-6, rtol=0)
+
+
+class OomToy(Toy):
+    oom_advice = "lower the batch size"
+
+    def loss(self, step, g):
+        if step == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return super().loss(step, g)
+
+
+def test_out_of_memory_becomes_advice_and_keeps_checkpoint(tmp_path):
+    folder = RunFolder(str(tmp_path), "oom", {"method": "toy", "steps": 8})
+    with pytest.raises(engine.TrainingStopped, match="lower the batch size") as e:
+        engine.train(OomToy(), folder, steps=8, schedule=engine.Schedule(0.1, 8), seed=0)
+    assert "step 3" in str(e.value) and folder.latest_step() == 3
+    assert [r["step"] for r in folder.read_metrics()] == [1, 2, 3]

@@ -111,12 +111,9 @@ def train(method: Method, run: RunFolder, *, steps: int, schedule: Schedule, see
     nan_at = int(os.environ.get(NAN_AT_STEP_ENV, "-1"))
     pbar = comfy.utils.ProgressBar(steps, node_id=node_id)
     pbar.update_absolute(min(start, steps))
-    done, pending, t0 = start, [], time.perf_counter()
+    done, t0 = start, time.perf_counter()
 
     def checkpoint():
-        if pending:
-            run.append_metrics(pending)
-            pending.clear()
         if run.latest_step() is None or done > run.latest_step():
             extra = {"grad_scaler": json.dumps(scaler.state_dict())} if scaler is not None else None
             run.save_checkpoint(done, params, optimizer, extra)
@@ -148,20 +145,20 @@ def train(method: Method, run: RunFolder, *, steps: int, schedule: Schedule, see
                 done = step + 1
                 row = {"step": done, "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"],
                        "time": round(time.perf_counter() - t0, 4), **metrics}
-                pending.append(row)
+                run.append_metrics([row])            # live: nothing is lost if no browser watches
                 losses.append(row["loss"])
                 if save_every and done % save_every == 0 and done < steps:
                     checkpoint()
                 if on_step is not None:
                     on_step(done, steps, row)
                 pbar.update_absolute(done)          # also the server's cancel point
-        except mm.InterruptProcessingException:
-            checkpoint()
-            raise
         except torch.OutOfMemoryError as e:
             checkpoint()
             raise TrainingStopped(
                 f"Out of memory at step {done + 1}: {method.oom_advice}. The last good state (step {done}) is "
                 f"saved in {run.ckpt_dir} and the run resumes from it.") from e
+        except BaseException:                        # cancel, or any failure: keep what is done
+            checkpoint()
+            raise
         checkpoint()
     return Result(steps_done=done, resumed_from=resumed, losses=losses, seconds=time.perf_counter() - t0)
