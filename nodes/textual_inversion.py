@@ -2,6 +2,7 @@
 import os
 
 import torch
+from comfy.model_management import InterruptProcessingException
 from comfy_api.latest import io
 
 from ..trainers import engine, formats, plot, templates
@@ -100,12 +101,18 @@ class TrainTextualInversion(io.ComfyNode):
             method = TextualInversion(diffusion, text, latents, flipped, masks, tpl, init_words, vectors,
                                       batch_size, flip=config["flip"])
             run = RunFolder(common.runs_root(), run_name, config)
-            result = engine.train(method, run, steps=steps, seed=seed, save_every=config["save_every"],
-                                  schedule=engine.Schedule(config["learning_rate"], steps, config["lr_schedule"]),
-                                  node_id=node_id, on_step=Reporter(node_id, run_name))
-            formats.save_embedding(emb_path, method.vectors(), {
-                "token": token_name, "base_model": config["base_model"], "steps": result.steps_done,
-                "vectors": vectors, "init_words": init_words, "run": run_name})
+            meta = {"token": token_name, "base_model": config["base_model"], "vectors": vectors,
+                    "init_words": init_words, "run": run_name}
+            try:
+                result = engine.train(method, run, steps=steps, seed=seed, save_every=config["save_every"],
+                                      schedule=engine.Schedule(config["learning_rate"], steps, config["lr_schedule"]),
+                                      node_id=node_id, on_step=Reporter(node_id, run_name))
+            except InterruptProcessingException:
+                # Cancel keeps what is learnt so far usable; queueing the run again resumes it.
+                if run.latest_step():
+                    formats.save_embedding(emb_path, method.vectors(), {**meta, "steps": run.latest_step()})
+                raise
+            formats.save_embedding(emb_path, method.vectors(), {**meta, "steps": result.steps_done})
         png = plot.loss_plot({"loss": result.losses}, run.plot_path)
         out_clip = clip_with_embedding_dir(clip, os.path.dirname(emb_path))
         return io.NodeOutput(out_clip, token_name, {"loss": result.losses}, ui=common.output_image_ui(png))

@@ -28,6 +28,9 @@ import torch  # noqa: E402
 from comfy.cli_args import args  # noqa: E402
 
 args.cpu = not torch.cuda.is_available()
+# Tiny models on a small shared CPU: one thread avoids stalls from oversubscription (measured: a
+# full suite took 548 s with default threads on a loaded 2-core machine, 21 s with one).
+torch.set_num_threads(1)
 import utils.extra_config  # noqa: E402,F401  (must precede `import nodes`, see research/comfyui.md §10)
 import folder_paths  # noqa: E402
 

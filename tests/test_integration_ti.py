@@ -130,6 +130,8 @@ def test_cancel_leaves_checkpoint_and_resume_matches_uninterrupted(models):
     assert ckpts == ["step_0000003.safetensors"]
     usable = files.load_safetensors(os.path.join(run_dir("cut"), "checkpoints", ckpts[0]))[0]
     assert usable["param.clip_l"].shape == (2, 32) and "optim.0.exp_avg" in usable
+    cancelled, meta = files.load_safetensors(emb_path("tok-r"))     # cancel also leaves the word usable
+    assert meta["steps"] == "3" and torch.equal(cancelled["emb_params"], usable["param.clip_l"])
     out = train(models, "tok-r", steps=8, save_every=4, run_name="cut")
     assert len(out.result[2]["loss"]) == 8
     got = files.load_safetensors(os.path.join(run_dir("cut"), "checkpoints", "step_0000008.safetensors"))[0]

@@ -35,6 +35,9 @@ def test_safetensors_round_trip_with_metadata(tmp_path):
     p = files.save_safetensors({"a": torch.arange(3.0)}, str(tmp_path / "x.safetensors"), {"step": 3})
     t, meta = files.load_safetensors(p)
     assert torch.equal(t["a"], torch.arange(3.0)) and meta["step"] == "3"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(p).st_mode & 0o777 == 0o666 & ~umask      # not mkstemp's 0600
 
 
 def test_malicious_pickle_is_refused_and_not_executed(tmp_path):

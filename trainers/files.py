@@ -20,7 +20,15 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str, write) -> str:
+    """Write through `write(tmp_path)` into a temporary file beside `path`, then rename: readers see
+    the old file or the whole new one, never a part."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".texttune-", suffix=".partial", dir=folder)
@@ -29,6 +37,7 @@ def atomic_write(path: str, write) -> str:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())           # mkstemp makes 0600; give files the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
