@@ -39,7 +39,6 @@ class TextualInversion(engine.Method):
         self.params = {k: torch.nn.Parameter(v.to(device)) for k, v in
                        initial_vectors(text, init_words, n_vectors).items()}
         self._key_of = {text.embedding_key(k): k for k in text.keys}
-        self._tokens = {}
 
     def trainable(self):
         return self.params
