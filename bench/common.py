@@ -17,41 +17,17 @@ TESTS = os.path.join(REPO, "tests")
 RESULTS = os.path.join(BENCH, "results")
 
 
-def comfyui_path() -> str:
-    path = os.environ.get("COMFYUI_PATH")
-    if not path:
-        marker = os.path.join(REPO, ".host", "comfyui_path")
-        if not os.path.exists(marker):
-            raise SystemExit("No ComfyUI host: run `make bench` (it runs scripts/setup_host.sh first).")
-        with open(marker, encoding="utf-8") as f:
-            path = f.read().strip()
-    return path
+sys.path.insert(0, TESTS)
+from comfy_host import redirect_folders as _redirect, setup_in_process  # noqa: E402
 
-
-COMFY = comfyui_path()
-for _p in (TESTS, os.path.join(COMFY, "custom_nodes"), COMFY):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
+COMFY = setup_in_process()
+import folder_paths  # noqa: E402,F401
 import torch  # noqa: E402
-from comfy.cli_args import args  # noqa: E402
-
-args.cpu = not torch.cuda.is_available()
-import utils.extra_config  # noqa: E402,F401  (must precede `import nodes`, research/comfyui.md §10)
-import folder_paths  # noqa: E402
 
 
 def redirect_folders() -> str:
     """Point output/temp/input and the model folders at a fresh temporary directory; return it."""
-    base = tempfile.mkdtemp(prefix="texttune-bench-")
-    folder_paths.set_output_directory(os.path.join(base, "output"))
-    folder_paths.set_temp_directory(os.path.join(base, "temp"))
-    folder_paths.set_input_directory(os.path.join(base, "input"))
-    for kind in ("embeddings", "loras", "text_encoders", "checkpoints"):
-        d = os.path.join(base, "models", kind)
-        os.makedirs(d, exist_ok=True)
-        folder_paths.folder_names_and_paths[kind] = ([d], folder_paths.folder_names_and_paths[kind][1])
-    return base
+    return _redirect(tempfile.mkdtemp(prefix="texttune-bench-"))
 
 
 def machine() -> dict:

@@ -20,7 +20,7 @@ BASE = os.path.join(REPO, "demo-output")
 ASSETS = os.path.join(REPO, "assets", "demo")
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from comfyui_server import ComfyError, ComfyServer, comfyui_path  # noqa: E402
+from comfyui_server import ComfyError, ComfyServer  # noqa: E402
 
 TOKEN = "demo-star"
 RUN = "demo-star"
@@ -34,11 +34,8 @@ CHECKPOINT = "tinysd.safetensors"
 
 def write_checkpoint(path: str):
     """TinySD: random weights, SD1-shaped, registered by tests/custom_nodes/texttune_test_models."""
-    comfy = comfyui_path()
-    sys.path[:0] = [p for p in (comfy, os.path.join(REPO, "tests")) if p not in sys.path]
-    import torch
-    from comfy.cli_args import args
-    args.cpu = not torch.cuda.is_available()
+    from comfy_host import setup_in_process
+    setup_in_process()
     import tinysd
     tmp = path + ".partial"
     tinysd.save_checkpoint(tmp, seed=0)

@@ -24,6 +24,8 @@ import uuid
 
 import requests
 
+from comfy_host import comfyui_path
+
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
 PACK_NODE = "TextTuneTrainTextualInversion"
@@ -31,19 +33,6 @@ PACK_NODE = "TextTuneTrainTextualInversion"
 
 class ComfyError(RuntimeError):
     """The server refused a prompt, failed executing it, or stopped."""
-
-
-def comfyui_path() -> str:
-    """The ComfyUI folder: $COMFYUI_PATH, else the host prepared by scripts/setup_host.sh."""
-    path = os.environ.get("COMFYUI_PATH")
-    if not path:
-        marker = os.path.join(REPO, ".host", "comfyui_path")
-        if not os.path.exists(marker):
-            raise RuntimeError("No ComfyUI host: run `make test` (it runs scripts/setup_host.sh first).")
-        path = open(marker).read().strip()
-    if not os.path.isfile(os.path.join(path, "main.py")):
-        raise RuntimeError(f"{path} has no main.py: point COMFYUI_PATH at a ComfyUI folder.")
-    return path
 
 
 def free_port() -> int:

@@ -1,5 +1,4 @@
 """Textual inversion on TinySD, in process, through the node's execute as the executor calls it."""
-import contextlib
 import os
 
 import pytest
@@ -8,9 +7,9 @@ import torch
 import comfy.model_management as mm
 import comfy.sd
 import comfy.sd1_clip
-import comfy.utils
 import folder_paths
 from texttune.nodes.textual_inversion import TrainTextualInversion
+from interrupts import interrupt_at
 from texttune.trainers import engine, files
 from texttune.trainers.comfy_adapter import Diffusion, TextEncoder
 from texttune.trainers.textual_inversion import TextualInversion
@@ -106,19 +105,6 @@ def test_train_writes_embedding_that_comfy_loads_and_changes_conditioning(models
     run = run_dir("ti-tok-a")
     assert {"config.json", "metrics.jsonl", "loss.png", "checkpoints"} <= set(os.listdir(run))
     assert not [f for f in os.listdir(os.path.dirname(emb_path("tok-a"))) if f.endswith(".partial")]
-
-
-@contextlib.contextmanager
-def interrupt_at(step):
-    def hook(value, total, preview, node_id=None):
-        if value == step:
-            mm.interrupt_current_processing(True)
-    comfy.utils.set_progress_bar_global_hook(hook)
-    try:
-        yield
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
-        mm.interrupt_current_processing(False)
 
 
 def test_cancel_leaves_checkpoint_and_resume_matches_uninterrupted(models):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import comfy.model_management as mm
-import comfy.utils
+from interrupts import interrupt_at
 from texttune.trainers import engine, files
 from texttune.trainers.runs import RunFolder
 
@@ -35,19 +35,6 @@ def run(tmp, name, steps, **kw):
     folder = RunFolder(str(tmp), name, {"method": "toy", "steps": steps})
     res = engine.train(m, folder, steps=steps, schedule=engine.Schedule(0.1, steps, "cosine"), seed=7, **kw)
     return m, folder, res
-
-
-@contextlib.contextmanager
-def interrupt_at(step):
-    def hook(value, total, preview, node_id=None):
-        if value == step:
-            mm.interrupt_current_processing(True)
-    comfy.utils.set_progress_bar_global_hook(hook)
-    try:
-        yield
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
-        mm.interrupt_current_processing(False)
 
 
 def test_loss_goes_down_and_metrics_are_written(tmp_path):
