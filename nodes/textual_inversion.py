@@ -7,7 +7,7 @@ from comfy_api.latest import io
 
 from ..trainers import engine, formats, plot, templates
 from ..trainers.comfy_adapter import Diffusion, TextEncoder, clip_with_embedding_dir
-from ..trainers.data import prepare_masks, prepare_pixels
+from ..trainers.data import digest, prepare_masks, prepare_pixels
 from ..trainers.files import check_name
 from ..trainers.runs import RunFolder
 from ..trainers.textual_inversion import TextualInversion
@@ -97,7 +97,7 @@ class TrainTextualInversion(io.ComfyNode):
                 latents = diffusion.to_model_latents(vae.encode(pixels).float()).clone()
                 flipped = diffusion.to_model_latents(vae.encode(pixels.flip(2)).float()).clone()
             masks = prepare_masks(mask, len(pixels), resolution, latents.shape[-1])
-            config["images"] = len(pixels)
+            config["images"], config["images_digest"] = len(pixels), digest(pixels)
             method = TextualInversion(diffusion, text, latents, flipped, masks, tpl, init_words, vectors,
                                       batch_size, flip=config["flip"])
             run = RunFolder(common.runs_root(), run_name, config)

@@ -165,3 +165,9 @@ def test_model_and_clip_of_different_families_are_refused(tiny, models):
     assert wide is not None
     with pytest.raises(ValueError, match="same checkpoint"):
         train((m, other, v), "tok-mm")
+
+
+def test_same_run_name_with_other_images_is_refused(models):
+    train(models, "tok-img", steps=2, run_name="imgs")
+    with pytest.raises(ValueError, match="other settings.*images_digest"):
+        train(models, "tok-img", imgs=images(seed=9), steps=4, run_name="imgs")

@@ -43,8 +43,10 @@ def _clip_layer_forward(self, x, mask=None, optimized_attention=None):
 
 
 @contextlib.contextmanager
-def trainable_session(diffusion_patchers=(), clips=(), memory_required=0):
-    """Load models for training; inside, gradients flow to inputs and patches, not to frozen weights."""
+def trainable_session(diffusion_patchers=(), clips=(), memory_required=1e20):
+    """Load models for training; inside, gradients flow to inputs and patches, not to frozen weights.
+    By default every other model is unloaded first (as the core LoRA trainer does): training needs
+    the room for activations."""
     patchers = list(diffusion_patchers) + [c.patcher for c in clips]
     flags, layers = [], []
     with torch.inference_mode(False), torch.enable_grad():

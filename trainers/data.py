@@ -1,4 +1,6 @@
 """Image-batch preparation: any-size images to square training pixels (and loss masks)."""
+import hashlib
+
 import torch
 import torch.nn.functional as F
 
@@ -65,3 +67,9 @@ def prepare_masks(masks, count: int, resolution: int, latent_size: int) -> torch
     if float(w.sum()) <= 0:
         raise ValueError("The MASK is empty (all zero): the loss would ignore every pixel. Paint the subject white.")
     return w.contiguous()
+
+
+def digest(pixels: torch.Tensor) -> str:
+    """Short fingerprint of prepared pixels (8-bit), so a run is not resumed on other images."""
+    q = (pixels.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+    return hashlib.sha256(q.numpy().tobytes()).hexdigest()[:16]
