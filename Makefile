@@ -12,7 +12,7 @@ demo: host
 	$(HOST_PY) scripts/demo.py
 
 test: host
-	$(HOST_PY) -m pytest
+	$(HOST_PY) -m pytest tests
 
 bench: host
 	$(HOST_PY) bench/ti_speed.py
