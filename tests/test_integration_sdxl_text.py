@@ -37,3 +37,39 @@ def test_sdxl_word_trains_rows_of_both_encoders(tiny):
         assert params["clip_l"].grad.abs().sum() > 0 and params["clip_g"].grad.abs().sum() > 0
     layout = formats.embedding_tensors(vecs)
     assert set(layout) == {"clip_l", "clip_g"}
+
+
+def tiny_sdxl_model(tiny, context_dim=96, pooled_dim=64):
+    import comfy.model_base
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    unet = {**tiny.UNET, "context_dim": context_dim, "adm_in_channels": pooled_dim + 6 * 256,
+            "num_classes": "sequential", "use_linear_in_transformer": True}
+    cfg = comfy.supported_models.SDXL(unet)
+    cfg.unet_config.update(num_heads=2, num_head_channels=-1)
+    cfg.set_inference_dtype(torch.float32, None)
+    model = comfy.model_base.SDXL(cfg, device=torch.device("cpu"))
+    tiny.init_weights_(model.diffusion_model, 3)
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())
+
+
+def test_sdxl_textual_inversion_trains_through_the_unet_with_pooled_conditioning(tiny, tmp_path):
+    from texttune.trainers import engine
+    from texttune.trainers.comfy_adapter import Diffusion
+    from texttune.trainers.runs import RunFolder
+    from texttune.trainers.textual_inversion import TextualInversion
+    clip, mp = tiny_sdxl_clip(tiny), tiny_sdxl_model(tiny)
+    diffusion, text = Diffusion(mp), TextEncoder(clip)
+    assert diffusion.context_dim == text.output_width == 96
+    with torch.inference_mode(False):
+        lat = diffusion.to_model_latents(torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)))
+        method = TextualInversion(diffusion, text, lat, lat.flip(-1), None, ["a photo of a {}"], "dog", 2, 2)
+        start = {k: v.detach().clone() for k, v in method.vectors().items()}
+        res = engine.train(method, RunFolder(str(tmp_path), "sdxl", {"m": "ti"}), steps=3,
+                           schedule=engine.Schedule(1e-2, 3), seed=0)
+    assert len(res.losses) == 3 and all(torch.isfinite(torch.tensor(res.losses)))
+    end = method.vectors()
+    assert set(end) == {"clip_l", "clip_g"}
+    assert not torch.equal(start["clip_l"], end["clip_l"]) and not torch.equal(start["clip_g"], end["clip_g"])

@@ -7,6 +7,7 @@ the core `CheckpointLoaderSimple`, recognise a checkpoint written by `save_check
 Import only after `comfy.cli_args.args.cpu` has been decided (see tests/conftest.py).
 """
 import functools
+import math
 
 import torch
 
@@ -39,7 +40,7 @@ def init_weights_(module, seed):
     with torch.no_grad():
         for name, p in module.named_parameters():
             if p.ndim >= 2:                     # fan-in scaled, so every layer passes signal on
-                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
+                p.copy_(torch.randn(p.shape, generator=g) / max(1, math.prod(p.shape[1:])) ** 0.5)
             elif name.endswith("weight"):       # GroupNorm / LayerNorm scales: 1, or the context is ignored
                 p.fill_(1.0)
             else:
