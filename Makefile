@@ -1,6 +1,5 @@
 # The two set-up commands of the README: `make demo` and `make test`.
 # Both prepare the ComfyUI host first (scripts/setup_host.sh; cached in .host/, a second run does nothing).
-PY = .host/venv/bin/python
 HOST_PY = $$(cat .host/python)
 
 .PHONY: host demo test bench

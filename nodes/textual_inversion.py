@@ -6,7 +6,7 @@ from comfy.model_management import InterruptProcessingException
 from comfy_api.latest import io
 
 from ..trainers import engine, formats, plot, templates
-from ..trainers.comfy_adapter import Diffusion, TextEncoder, clip_with_embedding_dir
+from ..trainers.comfy_adapter import Diffusion, TextEncoder
 from ..trainers.data import digest, prepare_masks, prepare_pixels
 from ..trainers.files import check_name
 from ..trainers.runs import RunFolder
@@ -114,5 +114,5 @@ class TrainTextualInversion(io.ComfyNode):
                 raise
             formats.save_embedding(emb_path, method.vectors(), {**meta, "steps": result.steps_done})
         png = plot.loss_plot({"loss": result.losses}, run.plot_path)
-        out_clip = clip_with_embedding_dir(clip, os.path.dirname(emb_path))
+        out_clip = text.with_embedding_dir(os.path.dirname(emb_path))
         return io.NodeOutput(out_clip, token_name, {"loss": result.losses}, ui=common.output_image_ui(png))

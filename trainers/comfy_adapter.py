@@ -98,7 +98,7 @@ class Diffusion:
             h, w = x.shape[-2:]
             f = 8
             kwargs["y"] = self.model.encode_adm(pooled_output=pooled, width=w * f, height=h * f,
-                                                target_width=w * f, target_height=h * f, device=x.device)
+                                                target_width=w * f, target_height=h * f)
         return self.model.apply_model(x, sigma, c_crossattn=cond.to(x.device), **kwargs)
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
@@ -134,6 +134,7 @@ class TextEncoder:
         self.keys = list(tokens)                              # "l" (SD1), "h" (SD2), "l"+"g" (SDXL)
         self.tokenizers = {k: getattr(clip.tokenizer, f"clip_{k}") for k in self.keys}
         self.encoders = {k: getattr(clip.cond_stage_model, f"clip_{k}") for k in self.keys}
+        self._marker_ids = {}
 
     def width(self, key) -> int:
         return self.encoders[key].transformer.get_input_embeddings().weight.shape[1]
@@ -161,9 +162,11 @@ class TextEncoder:
         out = {}
         for key in self.keys:
             rows = [list(r) for r in tokens[key]]
-            marker_ids = self.word_ids(key, marker)
+            if (key, marker) not in self._marker_ids:
+                self._marker_ids[key, marker] = self.word_ids(key, marker)
+            marker_ids = self._marker_ids[key, marker]
             vec = vectors[key]
-            for r, row in enumerate(rows):
+            for row in rows:
                 ids = [t[0] if isinstance(t[0], int) else None for t in row]
                 for i in range(len(ids) - len(marker_ids) + 1):
                     if ids[i:i + len(marker_ids)] == marker_ids:
@@ -189,25 +192,24 @@ class TextEncoder:
         out = m.encode_token_weights(tokens)
         return out[0], out[1]
 
+    def with_embedding_dir(self, directory: str):
+        """A clone of the CLIP whose tokenizers also search `directory` for `embedding:<name>` words
+        (the input CLIP's tokenizers are left as they are)."""
+        import copy
+        out = self.clip.clone()
+        out.tokenizer = copy.copy(self.clip.tokenizer)
+        for key, sub in self.tokenizers.items():
+            sub = copy.copy(sub)
+            dirs = sub.embedding_directory
+            dirs = [] if dirs is None else ([dirs] if isinstance(dirs, str) else list(dirs))
+            if directory not in dirs:
+                dirs.append(directory)
+            sub.embedding_directory = dirs
+            setattr(out.tokenizer, f"clip_{key}", sub)
+        return out
+
     def encode_batch(self, token_list):
         conds, pooled = zip(*(self.encode(t) for t in token_list))
         pooled = None if pooled[0] is None else torch.cat(pooled)
         return torch.cat(conds), pooled
 
-
-def clip_with_embedding_dir(clip, directory: str):
-    """A clone of `clip` whose tokenizers also search `directory` for `embedding:<name>` words."""
-    import copy
-    out = clip.clone()
-    tok = copy.copy(clip.tokenizer)
-    for key in clip.tokenize("a"):
-        name = f"clip_{key}"
-        sub = copy.copy(getattr(tok, name))
-        dirs = sub.embedding_directory
-        dirs = [] if dirs is None else ([dirs] if isinstance(dirs, str) else list(dirs))
-        if directory not in dirs:
-            dirs.append(directory)
-        sub.embedding_directory = dirs
-        setattr(tok, name, sub)
-    out.tokenizer = tok
-    return out

@@ -76,7 +76,6 @@ class Result:
     steps_done: int
     resumed_from: int | None
     losses: list[float] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -161,4 +160,4 @@ def train(method: Method, run: RunFolder, *, steps: int, schedule: Schedule, see
             checkpoint()
             raise
         checkpoint()
-    return Result(steps_done=done, resumed_from=resumed, losses=losses, seconds=time.perf_counter() - t0)
+    return Result(steps_done=done, resumed_from=resumed, losses=losses)

@@ -60,8 +60,7 @@ class RunFolder:
             for key, value in st.items():
                 t = value if torch.is_tensor(value) else torch.tensor(value)
                 tensors[f"optim.{idx}.{key}"] = t
-        groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in state["param_groups"]]
-        meta = {"step": step, "param_names": json.dumps(list(params)), "param_groups": json.dumps(groups),
+        meta = {"step": step, "param_names": json.dumps(list(params)), "param_groups": json.dumps(state["param_groups"]),
                 "format": "texttune-checkpoint-1"}
         meta.update(extra_meta or {})
         path = files.save_safetensors(tensors, self.checkpoint_path(step), meta)
