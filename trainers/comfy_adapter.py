@@ -111,8 +111,9 @@ class Diffusion:
             return torch.ones_like(s2)
         return 1.0 / s2                                              # eps and flow (CONST)
 
-    def loss(self, x0, noise, sigma, cond, pooled=None, mask=None):
-        """The diffusion loss: mean over the batch of the prediction-space squared error."""
+    def loss(self, x0, noise, sigma, cond, pooled=None, mask=None, sample_weight=None):
+        """The diffusion loss: mean over the batch of the prediction-space squared error, each
+        sample times `sample_weight` ([B]) when given."""
         x = self.noised(x0, noise, sigma)
         denoised = self.denoise(x, sigma, cond, pooled).float()
         err = (denoised - x0.float()) ** 2
@@ -121,7 +122,10 @@ class Diffusion:
             per = err.sum(dim=(1, 2, 3)) / (mask.expand_as(err).sum(dim=(1, 2, 3)).clamp_min(1e-8))
         else:
             per = err.mean(dim=(1, 2, 3))
-        return (per * self.loss_weight(sigma).to(per.device)).mean()
+        per = per * self.loss_weight(sigma).to(per.device)
+        if sample_weight is not None:
+            per = per * sample_weight.to(per.device)
+        return per.mean()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""Measure a ShapeWorld model with the classifier: generate with ComfyUI's own nodes (CLIPTextEncode,
+KSampler, VAEDecode) in-process, then read what was drawn.
+
+Shared by bench/quality.py, the quality tests and shapeworld/train_model.py's report.
+Import after ComfyUI is set up in-process (tests/comfy_host.setup_in_process).
+"""
+import random
+
+import torch
+
+from . import classifier, model, world
+
+SAMPLER = {"steps": 20, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal"}
+# Textual inversion settings of the quality benchmark and tests (templates in ShapeWorld's own words).
+TI = dict(init_words="object", vectors=1, template_set="custom", custom_templates="a {}\na photo of a {}",
+          learning_rate=5e-3, lr_schedule="constant", batch_size=4, resolution=64, flip=False,
+          save_every=0, run_name="")
+
+
+def load_checkpoint(path: str = model.WEIGHTS):
+    """(MODEL, CLIP, VAE) of the committed ShapeWorld checkpoint, as CheckpointLoaderSimple gives them."""
+    import comfy.sd
+    model.register()
+    m, c, v, _ = comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=True)
+    return m, c, v
+
+
+def prompt(kind_word: str, colour: str | None = None, background: str | None = None) -> str:
+    words = ["a"] + ([colour] if colour else []) + [kind_word]
+    if background:
+        words.append(f"on a {background} background")
+    text = " ".join(words)
+    return "an" + text[1:] if text.startswith("a object") else text
+
+
+def following_cases(n: int, seed: int = 0) -> list:
+    """n (prompt, expected labels) pairs over the named kinds, cycling kinds and colours evenly."""
+    rng = random.Random(seed)
+    cases = []
+    for i in range(n):
+        kind = world.NAMED_KINDS[i % len(world.NAMED_KINDS)]
+        colour = world.COLOUR_NAMES[(i // len(world.NAMED_KINDS)) % len(world.COLOUR_NAMES)]
+        bg = rng.choice([c for c in world.COLOUR_NAMES if c != colour])
+        cases.append((prompt(kind, colour, bg), {"kind": kind, "colour": colour, "background": bg}))
+    return cases
+
+
+def concept_images(kind: str, n: int = 5, seed: int = 0) -> torch.Tensor:
+    """IMAGE of `world.concept_scenes`: training images for learning a word for `kind`."""
+    return torch.from_numpy(world.render_batch(world.concept_scenes(kind, n, seed)))
+
+
+def generate(mdl, clip, vae, prompts, seed: int = 0, per_prompt: int = 1, negative: str = "", **sampler) -> torch.Tensor:
+    """IMAGE (len(prompts)*per_prompt, 64, 64, 3): prompt i gets seed `seed + i`."""
+    import nodes
+    with torch.inference_mode():        # as ComfyUI's executor runs nodes
+        return _generate(nodes, mdl, clip, vae, prompts, seed, per_prompt, negative, {**SAMPLER, **sampler})
+
+
+def _generate(nodes, mdl, clip, vae, prompts, seed, per_prompt, negative, opts):
+    neg = nodes.CLIPTextEncode().encode(clip, negative)[0]
+    out = []
+    for i, text in enumerate(prompts):
+        pos = nodes.CLIPTextEncode().encode(clip, text)[0]
+        latent = nodes.EmptyLatentImage().generate(world.SIZE, world.SIZE, per_prompt)[0]
+        samples = nodes.common_ksampler(mdl, seed + i, opts["steps"], opts["cfg"], opts["sampler_name"],
+                                        opts["scheduler"], pos, neg, latent)[0]
+        out.append(nodes.VAEDecode().decode(vae, samples)[0])
+    return torch.cat(out)
+
+
+def score(images: torch.Tensor, expected: list, net=None) -> dict:
+    """Per-head accuracy and 'all_three' of `images` against `expected` label dicts
+    (a dict may name only some heads; 'all_three' then checks those it names)."""
+    net = net or classifier.load()
+    got = classifier.predict(net, images)
+    heads = list(classifier.HEADS)
+    out = {}
+    for h in heads:
+        pairs = [(g[h], e[h]) for g, e in zip(got, expected) if h in e]
+        if pairs:
+            out[h] = sum(a == b for a, b in pairs) / len(pairs)
+    out["all_three"] = sum(all(g[h] == e[h] for h in heads if h in e) for g, e in zip(got, expected)) / len(expected)
+    out["predictions"] = got
+    return out
+
+
+def prompt_following(mdl, clip, vae, n: int = 36, seed: int = 0, net=None) -> dict:
+    cases = following_cases(n, seed)
+    images = generate(mdl, clip, vae, [p for p, _ in cases], seed=seed)
+    res = score(images, [e for _, e in cases], net)
+    res["cases"] = [p for p, _ in cases]
+    return res
+
+
+def learn(mdl, clip, vae, kind: str, steps: int, seed: int = 0):
+    """Textual inversion of `kind` through the node; returns (CLIP, embedding name)."""
+    token = f"sw-{kind}"
+    args = {**TI, "token_name": token, "steps": steps, "seed": seed, "run_name": f"quality-{kind}"}
+    from ..nodes.textual_inversion import TrainTextualInversion
+    with torch.inference_mode():
+        out = TrainTextualInversion.execute(model=[mdl], clip=[clip], vae=[vae], images=[concept_images(kind, seed=seed)],
+                                            **{k: [v] for k, v in args.items()})
+    return out.result[0], out.result[1]
+
+
+def edit_cases(n: int, seed: int) -> list:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        colour = rng.choice(world.COLOUR_NAMES)
+        out.append((colour, rng.choice([c for c in world.COLOUR_NAMES if c != colour])))
+    return out
+
+
+def concept_scores(mdl, clip, vae, word: str, kind: str, net, n: int, seed: int) -> dict:
+    """Fidelity and editability of `word` (an `embedding:` name or a plain word) for `kind`."""
+    article = "an" if word[0] in "aeiou" else "a"
+    fid = generate(mdl, clip, vae, [f"a photo of {article} {word}"], seed=seed, per_prompt=n)
+    fidelity = score(fid, [{"kind": kind}] * n, net)["kind"]
+    cases = edit_cases(n, seed + 1)
+    prompts = [f"a {c} {word} on a {bg} background" for c, bg in cases]
+    imgs = generate(mdl, clip, vae, prompts, seed=seed + 100)
+    ed = score(imgs, [{"kind": kind, "colour": c, "background": bg} for c, bg in cases], net)
+    return {"fidelity": fidelity, "editability": ed["all_three"],
+            "editability_parts": {h: ed[h] for h in classifier.HEADS}}
