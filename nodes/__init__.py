@@ -1,4 +1,5 @@
 """The ComfyUI face of TextTune: V3 node schemas with short `execute` methods."""
+from .text_encoders import BlendTextEncoders, LoadTextEncoder
 from .textual_inversion import TrainTextualInversion
 
-NODES = [TrainTextualInversion]
+NODES = [TrainTextualInversion, LoadTextEncoder, BlendTextEncoders]

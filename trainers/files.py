@@ -75,3 +75,41 @@ def load_torch_weights(path: str):
     except Exception as e:  # UnpicklingError for anything beyond plain tensors and containers
         raise ValueError(f"{os.path.basename(path)} was refused: it is not a plain weights file "
                          f"(only safetensors, or pickles holding tensors alone, are read). Details: {e}") from e
+
+
+SAFETENSORS_EXTENSIONS = (".safetensors", ".sft")
+
+
+def load_weights(path: str, device=None) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file by its extension: safetensors, or any other (.pth, .pt, .bin, .ckpt)
+    through `load_torch_weights`. A pickle must hold a flat {name: tensor} dict (or one under
+    "state_dict", as training checkpoints keep it). `device`: where the tensors go (default: where
+    the reader puts them)."""
+    name = os.path.basename(path)
+    if path.lower().endswith(SAFETENSORS_EXTENSIONS):
+        try:
+            tensors, _ = load_safetensors(path, device) if device is not None else load_safetensors(path)
+        except Exception as e:  # a bad header or a file that is not safetensors at all
+            raise ValueError(f"{name} is not a readable safetensors file: {e}") from e
+        return tensors
+    obj = load_torch_weights(path)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{name} holds a {type(obj).__name__}, not a dict of weights.")
+    odd = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if odd:
+        raise ValueError(f"{name} holds entries that are not weights (e.g. {odd[0]!r}); expected a state dict of "
+                         f"tensors.")
+    if device is not None:
+        obj = {k: v.to(device) for k, v in obj.items()}
+    return obj
+
+
+def read_json(path: str):
+    """A JSON file's content; a ValueError naming the file if it is not JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{os.path.basename(path)} is not valid JSON: {e}") from e
