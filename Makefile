@@ -15,3 +15,4 @@ test: host
 
 bench: host
 	$(HOST_PY) bench/ti_speed.py
+	$(HOST_PY) bench/quality.py

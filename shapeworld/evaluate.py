@@ -93,10 +93,11 @@ def prompt_following(mdl, clip, vae, n: int = 36, seed: int = 0, net=None) -> di
     return res
 
 
-def learn(mdl, clip, vae, kind: str, steps: int, seed: int = 0):
-    """Textual inversion of `kind` through the node; returns (CLIP, embedding name)."""
+def learn(mdl, clip, vae, kind: str, steps: int, seed: int = 0, **settings):
+    """Textual inversion of `kind` through the node (TI settings, overridden by `settings`);
+    returns (CLIP, embedding name)."""
     token = f"sw-{kind}"
-    args = {**TI, "token_name": token, "steps": steps, "seed": seed, "run_name": f"quality-{kind}"}
+    args = {**TI, "run_name": f"quality-{kind}-{steps}", **settings, "token_name": token, "steps": steps, "seed": seed}
     from ..nodes.textual_inversion import TrainTextualInversion
     with torch.inference_mode():
         out = TrainTextualInversion.execute(model=[mdl], clip=[clip], vae=[vae], images=[concept_images(kind, seed=seed)],
