@@ -1,12 +1,14 @@
-"""`make demo`: learn a new word from the bundled star images in a real, headless ComfyUI, then
-draw with it. Everything goes to demo-output/ in the repo (git-ignored):
+"""`make demo`: learn a word for a shape the ShapeWorld model can draw but has no word for (a ring,
+which its captions only ever called "an object"), in a real, headless ComfyUI; then draw with the
+new word, alone and with colours asked for, and let the ShapeWorld classifier say what was drawn.
+Everything goes to demo-output/ in the repo (git-ignored):
 
-    demo-output/models/checkpoints/<checkpoint>     the demo model (written once)
-    demo-output/input/demo-star/*.png               the bundled images (assets/demo/)
-    demo-output/models/embeddings/demo-star.safetensors
-    demo-output/output/texttune/demo-star/          run folder: config, metrics, checkpoints, loss.png
-    demo-output/output/texttune-demo/               the image drawn with embedding:demo-star
-    demo-output/comfyui.log                         the server's log
+    demo-output/models/checkpoints/shapeworld.safetensors   the demo model (shapeworld/weights/)
+    demo-output/input/demo-ring/*.png                       the bundled images (assets/demo/)
+    demo-output/models/embeddings/demo-ring.safetensors
+    demo-output/output/texttune/demo-ring/                  run folder: config, metrics, checkpoints, loss.png
+    demo-output/output/texttune-demo/                       the images drawn with embedding:demo-ring
+    demo-output/comfyui.log                                 the server's log
 
 The graph goes through ComfyUI's HTTP API (/prompt, /history), as any client would send it.
 """
@@ -22,47 +24,68 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from comfyui_server import ComfyError, ComfyServer  # noqa: E402
 
-TOKEN = "demo-star"
-RUN = "demo-star"
-DATASET = "demo-star"          # folder under input/
+TOKEN = "demo-ring"
+RUN = "demo-ring"
+DATASET = "demo-ring"          # folder under input/
+KIND = "ring"                  # what the classifier should read in the drawn images
 STEPS = 200
+PROMPTS = {"alone": f"a photo of a embedding:{TOKEN}",
+           "green on yellow": f"a green embedding:{TOKEN} on a yellow background"}
+IMAGES_PER_PROMPT = 4
 
 
 # -- the demo model: the one place that says which checkpoint the demo uses -----------------
-CHECKPOINT = "tinysd.safetensors"
+CHECKPOINT = "shapeworld.safetensors"
 
 
 def write_checkpoint(path: str):
-    """TinySD: random weights, SD1-shaped, registered by tests/custom_nodes/texttune_test_models."""
-    from comfy_host import setup_in_process
-    setup_in_process()
-    import tinysd
-    tmp = path + ".partial"
-    tinysd.save_checkpoint(tmp, seed=0)
-    os.replace(tmp, path)
+    """ShapeWorld: trained by shapeworld/train_model.py, registered by tests/custom_nodes/texttune_test_models."""
+    shutil.copyfile(os.path.join(REPO, "shapeworld", "weights", CHECKPOINT), path + ".partial")
+    os.replace(path + ".partial", path)
 # ---------------------------------------------------------------------------------------------
 
 
 def graph() -> dict:
     ckpt, data, train = ["1", 0], ["2", 0], "3"
-    return {
+    g = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
         "2": {"class_type": "LoadImageDataSetFromFolder", "inputs": {"folder": DATASET}},
         train: {"class_type": "TextTuneTrainTextualInversion", "inputs": {
             "model": ckpt, "clip": ["1", 1], "vae": ["1", 2], "images": data,
-            "token_name": TOKEN, "init_words": "star", "vectors": 4, "template_set": "object",
+            "token_name": TOKEN, "init_words": "object", "vectors": 1, "template_set": "custom",
+            "custom_templates": "a {}\na photo of a {}",
             "steps": STEPS, "learning_rate": 5e-3, "lr_schedule": "constant", "batch_size": 4,
-            "resolution": 64, "flip": True, "seed": 0, "save_every": 50, "run_name": RUN}},
-        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": f"a photo of embedding:{TOKEN}", "clip": [train, 0]}},
+            "resolution": 64, "flip": False, "seed": 0, "save_every": 50, "run_name": RUN}},
         "5": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": [train, 0]}},
-        "6": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "7": {"class_type": "KSampler", "inputs": {
-            "model": ckpt, "seed": 0, "steps": 20, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal",
-            "positive": ["4", 0], "negative": ["5", 0], "latent_image": ["6", 0], "denoise": 1.0}},
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["1", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": f"texttune-demo/{TOKEN}"}},
+        "6": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": IMAGES_PER_PROMPT}},
         "10": {"class_type": "LossGraphNode", "inputs": {"loss": [train, 2], "filename_prefix": "texttune-demo/loss"}},
     }
+    for i, (label, text) in enumerate(PROMPTS.items()):
+        enc, sample, decode, save = (str(20 + 4 * i + k) for k in range(4))
+        g[enc] = {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": [train, 0]}}
+        g[sample] = {"class_type": "KSampler", "inputs": {
+            "model": ckpt, "seed": i, "steps": 20, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
+            "positive": [enc, 0], "negative": ["5", 0], "latent_image": ["6", 0], "denoise": 1.0}}
+        g[decode] = {"class_type": "VAEDecode", "inputs": {"samples": [sample, 0], "vae": ["1", 2]}}
+        g[save] = {"class_type": "SaveImage", "inputs": {
+            "images": [decode, 0], "filename_prefix": f"texttune-demo/{TOKEN}-{label.replace(' ', '-')}"}}
+    return g
+
+
+def save_nodes() -> dict:
+    return {label: str(20 + 4 * i + 3) for i, label in enumerate(PROMPTS)}
+
+
+def read_back(paths: list[str]) -> list[dict]:
+    """What the ShapeWorld classifier reads in the saved images."""
+    from comfy_host import setup_in_process
+    setup_in_process()
+    import numpy as np
+    import torch
+    from PIL import Image
+    from texttune.shapeworld import classifier
+    images = torch.from_numpy(np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])).float() / 255
+    return classifier.predict(classifier.load(), images)
 
 
 def prepare():
@@ -96,7 +119,7 @@ def main() -> int:
         server.start()
         t_ready = time.monotonic()
         print(f"server ready at {server.url} after {t_ready - t0:.1f} s; training '{TOKEN}' on {n} images "
-              f"for {STEPS} steps, then drawing 'a photo of embedding:{TOKEN}'")
+              f"for {STEPS} steps, then drawing with it")
         entry = server.run(graph(), timeout=1800)
         t_done = time.monotonic()
     except ComfyError as e:
@@ -106,7 +129,8 @@ def main() -> int:
         server.stop()
 
     embedding = os.path.join(BASE, "models", "embeddings", f"{TOKEN}.safetensors")
-    generated = server.output_files(entry, "9")
+    drawn = {label: server.output_files(entry, node) for label, node in save_nodes().items()}
+    generated = [p for paths in drawn.values() for p in paths]
     run_plot = server.output_files(entry, "3")
     graph_plot = server.output_files(entry, "10")
     missing = [p for p in [embedding, *generated, *run_plot, *graph_plot] if not os.path.isfile(p)]
@@ -121,7 +145,12 @@ def main() -> int:
         graph_plot = [kept]
     print()
     print(f"embedding        {embedding}")
-    print(f"generated image  {generated[0]}")
+    for label, paths in drawn.items():
+        reads = read_back(paths)
+        hits = sum(r["kind"] == KIND for r in reads)
+        print(f"'{PROMPTS[label]}': {len(paths)} images in {os.path.dirname(paths[0])}")
+        seen = ", ".join(f"{r['colour']} {r['kind']} on {r['background']}" for r in reads)
+        print(f"    the classifier reads: {seen}  ({hits}/{len(reads)} {KIND}s)")
     print(f"loss plot        {run_plot[0]}")
     if graph_plot:
         print(f"loss plot (core) {graph_plot[0]}")

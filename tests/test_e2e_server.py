@@ -17,7 +17,8 @@ from comfyui_server import REPO, ComfyError, ComfyServer, comfyui_path
 
 TOKEN = "e2e-star"
 CKPT = "tinysd.safetensors"
-IMAGES = ["star_0.png", "star_1.png", "star_2.png"]
+SHAPEWORLD = "shapeworld.safetensors"
+IMAGES = ["ring_0.png", "ring_1.png", "ring_2.png"]   # assets/demo/
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,7 @@ def server(tmp_path_factory, tiny):
     base = tmp_path_factory.mktemp("server") / "base"
     (base / "models" / "checkpoints").mkdir(parents=True)
     tiny.save_checkpoint(str(base / "models" / "checkpoints" / CKPT), seed=0)
+    shutil.copy(os.path.join(REPO, "shapeworld", "weights", SHAPEWORLD), base / "models" / "checkpoints" / SHAPEWORLD)
     (base / "input").mkdir()
     for name in IMAGES:
         shutil.copy(os.path.join(REPO, "assets", "demo", name), base / "input" / name)
@@ -147,3 +149,30 @@ def test_train_draw_reject_cancel(server):
             assert not [n for n in os.listdir(folder) if "e2e" in n or "evil" in n]
     print(f"\ne2e timings: train+draw {t_train - t0:.1f} s, bad input + recovery {t_bad - t_train:.1f} s, "
           f"cancel {time.monotonic() - t_bad:.1f} s")
+
+
+def test_shapeworld_loads_and_draws_in_the_server(server):
+    """The test-only node registers ShapeWorld in the server: the core loader reads the committed
+    checkpoint and the core sampler draws what the prompt asks for."""
+    g = {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SHAPEWORLD}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a yellow square on a blue background", "clip": ["ckpt", 1]}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]}},
+        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 2}},
+        "sample": {"class_type": "KSampler", "inputs": {
+            "model": ["ckpt", 0], "seed": 0, "steps": 20, "cfg": 5.0, "sampler_name": "euler",
+            "scheduler": "normal", "positive": ["pos", 0], "negative": ["neg", 0],
+            "latent_image": ["latent", 0], "denoise": 1.0}},
+        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": ["ckpt", 2]}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": "e2e/shapeworld"}},
+    }
+    entry = server.run(g, timeout=120)
+    paths = server.output_files(entry, "save")
+    assert len(paths) == 2
+    import numpy as np
+    from PIL import Image
+    for p in paths:
+        img = np.asarray(Image.open(p).convert("RGB")).astype(float)
+        corners = img[[0, 0, -1, -1], [0, -1, 0, -1]].mean(0)
+        assert corners[2] > 150 and corners[0] < 120, corners          # a blue background
+        assert ((img[..., 0] > 170) & (img[..., 1] > 150) & (img[..., 2] < 120)).mean() > 0.03   # yellow pixels
