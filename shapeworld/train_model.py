@@ -33,7 +33,7 @@ setup_in_process()
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from texttune.shapeworld import classifier, model, world  # noqa: E402
+from texttune.shapeworld import classifier, evaluate, model, world  # noqa: E402
 from texttune.trainers.comfy_adapter import Diffusion, trainable_session  # noqa: E402
 
 SEED = 0
@@ -104,11 +104,8 @@ def reconstruction_accuracy(taesd, n=500) -> dict:
     rng = random.Random(2_000_000)
     held = [world.sample_scene(rng, two_shape_p=0.0) for _ in range(n)]
     recon = torch.cat([taesd.taesd_decoder(taesd.taesd_encoder(pixels(held[i:i + 100]))) for i in range(0, n, 100)])
-    net = classifier.load()
-    got = classifier.predict(net, recon.clamp(0, 1).movedim(1, -1))
-    out = {h: sum(p[h] == classifier.labels(s)[h] for p, s in zip(got, held)) / n for h in classifier.HEADS}
-    out["all_three"] = sum(all(p[h] == classifier.labels(s)[h] for h in classifier.HEADS) for p, s in zip(got, held)) / n
-    return out
+    res = evaluate.score(recon.clamp(0, 1).movedim(1, -1), [classifier.labels(s) for s in held])
+    return {k: v for k, v in res.items() if k != "predictions"}
 
 
 # -- stage 3: UNet and text encoder ----------------------------------------------------------
