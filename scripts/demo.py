@@ -145,8 +145,9 @@ def main() -> int:
         graph_plot = [kept]
     print()
     print(f"embedding        {embedding}")
+    all_reads = iter(read_back(generated))       # one classifier load for every image
     for label, paths in drawn.items():
-        reads = read_back(paths)
+        reads = [next(all_reads) for _ in paths]
         hits = sum(r["kind"] == KIND for r in reads)
         print(f"'{PROMPTS[label]}': {len(paths)} images in {os.path.dirname(paths[0])}")
         seen = ", ".join(f"{r['colour']} {r['kind']} on {r['background']}" for r in reads)
