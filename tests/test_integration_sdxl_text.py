@@ -28,8 +28,8 @@ def test_sdxl_word_trains_rows_of_both_encoders(tiny):
         assert vecs["clip_l"].shape == (3, 32) and vecs["clip_g"].shape == (3, 64)
         params = {k: torch.nn.Parameter(v) for k, v in vecs.items()}
         with trainable_session([], [clip]):
-            tokens = text.tokens_with_vectors(f"a photo of a {MARKER}", MARKER,
-                                              {"l": params["clip_l"], "g": params["clip_g"]})
+            tokens = text.tokens_with_vectors(f"a photo of a {MARKER}",
+                                              {MARKER: {"l": params["clip_l"], "g": params["clip_g"]}})
             assert all(len(tokens[k][0]) == 77 for k in tokens)
             cond, pooled = text.encode(tokens)
             assert cond.shape == (1, 77, 96) and pooled.shape == (1, 64)
@@ -73,3 +73,30 @@ def test_sdxl_textual_inversion_trains_through_the_unet_with_pooled_conditioning
     end = method.vectors()
     assert set(end) == {"clip_l", "clip_g"}
     assert not torch.equal(start["clip_l"], end["clip_l"]) and not torch.equal(start["clip_g"], end["clip_g"])
+
+
+def _batched_equals_one_by_one(clip):
+    text = TextEncoder(clip)
+    vec = {k: torch.randn(2, text.width(k)) for k in text.keys}
+    prompts = [f"a photo of a {MARKER}", "", "a red bicycle on a long road", f"{MARKER} in the snow"]
+    tokens = [text.tokens_with_vectors(p, {MARKER: vec}) for p in prompts]
+    with torch.inference_mode(False), trainable_session([], [clip]):
+        cond, pooled = text.encode_batch(tokens)
+        assert text._encode_batched(tokens) is not None
+        one = [text.encode(t) for t in tokens]
+    assert cond.shape[0] == len(prompts)
+    assert torch.allclose(cond.cpu(), torch.cat([c for c, _ in one]).cpu(), atol=1e-5)
+    if pooled is not None:
+        assert torch.allclose(pooled.cpu(), torch.cat([p for _, p in one]).cpu(), atol=1e-5)
+    # prompt weights take the one-by-one path, as CLIP.encode_from_tokens weights them
+    weighted = text.clip.tokenize("a (red:1.3) bicycle")
+    assert text._encode_batched([weighted]) is None
+
+
+def test_batched_caption_encoding_equals_one_by_one_sdxl(tiny):
+    _batched_equals_one_by_one(tiny_sdxl_clip(tiny))
+
+
+def test_batched_caption_encoding_equals_one_by_one_sd1(tiny):
+    _batched_equals_one_by_one(tiny.make_clip())
+

@@ -15,6 +15,8 @@ import types
 import torch
 
 import comfy.clip_model
+import comfy.sd1_clip
+import comfy.sdxl_clip
 import comfy.model_management as mm
 import comfy.model_sampling
 
@@ -160,32 +162,39 @@ class TextEncoder:
         emb = self.encoders[key].transformer.get_input_embeddings().weight
         return emb[torch.tensor(ids, device=emb.device)].detach().float().cpu()
 
-    def tokens_with_vectors(self, text: str, marker: str, vectors: dict):
-        """Tokenize `text` and put `vectors[key]` ([n, width] tensors) where `marker` stands."""
+    def tokens_with_vectors(self, text: str, vectors: dict[str, dict]):
+        """Tokenize `text` and put trainable vectors where marker words stand: `vectors` maps each
+        marker word to {encoder key: [n, width] tensor}. Each marker is replaced where it first occurs."""
         tokens = self.clip.tokenize(text)
         out = {}
         for key in self.keys:
             rows = [list(r) for r in tokens[key]]
-            if (key, marker) not in self._marker_ids:
-                self._marker_ids[key, marker] = self.word_ids(key, marker)
-            marker_ids = self._marker_ids[key, marker]
-            vec = vectors[key]
-            for row in rows:
-                ids = [t[0] if isinstance(t[0], int) else None for t in row]
-                for i in range(len(ids) - len(marker_ids) + 1):
-                    if ids[i:i + len(marker_ids)] == marker_ids:
-                        row[i:i + len(marker_ids)] = [(vec[j], 1.0) for j in range(vec.shape[0])]
-                        grow = vec.shape[0] - len(marker_ids)
-                        if grow > 0:   # keep the row length: drop trailing padding
-                            pad = row[-1]
-                            if not all(isinstance(t[0], int) and t[0] == pad[0] for t in row[-grow - 1:]):
-                                raise ValueError(f"Prompt too long for the learned vectors: {text!r}")
-                            del row[-grow:]
-                        elif grow < 0:
-                            row.extend([row[-1]] * (-grow))
-                        break
+            for marker, per_key in vectors.items():
+                self._splice(rows, self._ids_of_marker(key, marker), per_key[key], text)
             out[key] = rows
         return out
+
+    def _ids_of_marker(self, key, marker: str) -> list[int]:
+        if (key, marker) not in self._marker_ids:
+            self._marker_ids[key, marker] = self.word_ids(key, marker)
+        return self._marker_ids[key, marker]
+
+    @staticmethod
+    def _splice(rows: list, marker_ids: list[int], vec: torch.Tensor, text: str):
+        for row in rows:
+            ids = [t[0] if isinstance(t[0], int) else None for t in row]
+            for i in range(len(ids) - len(marker_ids) + 1):
+                if ids[i:i + len(marker_ids)] == marker_ids:
+                    row[i:i + len(marker_ids)] = [(vec[j], 1.0) for j in range(vec.shape[0])]
+                    grow = vec.shape[0] - len(marker_ids)
+                    if grow > 0:   # keep the row length: drop trailing padding
+                        pad = row[-1]
+                        if not all(isinstance(t[0], int) and t[0] == pad[0] for t in row[-grow - 1:]):
+                            raise ValueError(f"Prompt too long for the learned vectors: {text!r}")
+                        del row[-grow:]
+                    elif grow < 0:
+                        row.extend([row[-1]] * (-grow))
+                    return
 
     def encode(self, tokens) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(cond [1, T, D], pooled) of one prompt's tokens, differentiable, as CLIP.encode_from_tokens."""
@@ -213,7 +222,34 @@ class TextEncoder:
         return out
 
     def encode_batch(self, token_list):
+        """(cond [B, T, D], pooled) of many prompts' tokens, differentiable. Prompts of one 77-token
+        section with unit weights (all training captions) go through the encoder as one batch, exactly as
+        CLIP.encode_from_tokens computes each of them; anything else is encoded prompt by prompt."""
+        batched = self._encode_batched(token_list)
+        if batched is not None:
+            return batched
         conds, pooled = zip(*(self.encode(t) for t in token_list))
         pooled = None if pooled[0] is None else torch.cat(pooled)
         return torch.cat(conds), pooled
 
+    def _encode_batched(self, token_list):
+        m = self.clip.cond_stage_model
+        sdxl = isinstance(m, comfy.sdxl_clip.SDXLClipModel) and set(self.keys) == {"l", "g"}
+        if not (sdxl or (isinstance(m, comfy.sd1_clip.SD1ClipModel) and len(self.keys) == 1)):
+            return None
+        for tokens in token_list:
+            for key in self.keys:
+                if len(tokens[key]) != 1 or any(t[1] != 1.0 for t in tokens[key][0]):
+                    return None
+        m.reset_clip_options()
+        if self.clip.layer_idx is not None:
+            m.set_clip_options({"layer": self.clip.layer_idx})
+        out = {}
+        for key in self.keys:
+            o = self.encoders[key].encode([[t[0] for t in tokens[key][0]] for tokens in token_list])
+            out[key] = (o[0], o[1])
+        if sdxl:
+            (lz, _), (gz, gp) = out["l"], out["g"]
+            cut = min(lz.shape[1], gz.shape[1])
+            return torch.cat([lz[:, :cut], gz[:, :cut]], dim=-1), gp
+        return out[self.keys[0]]

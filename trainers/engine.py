@@ -84,9 +84,10 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def train(method: Method, run: RunFolder, *, steps: int, schedule: Schedule, seed: int,
-          save_every: int = 0, weight_decay: float = 0.0, betas=(0.9, 0.999),
+          save_every: int = 0, weight_decay: float = 0.0, betas=(0.9, 0.999), max_grad_norm: float = 0.0,
           on_step=None, node_id=None) -> Result:
-    """Run `method` to `steps` total steps in `run`, resuming from its latest checkpoint."""
+    """Run `method` to `steps` total steps in `run`, resuming from its latest checkpoint.
+    `max_grad_norm` > 0 clips the global gradient norm before each optimiser step."""
     params = method.trainable()
     groups = []
     for g in method.param_groups():
@@ -135,9 +136,14 @@ def train(method: Method, run: RunFolder, *, steps: int, schedule: Schedule, see
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is None:
                     loss.backward()
+                    if max_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(list(params.values()), max_grad_norm)
                     optimizer.step()
                 else:                                  # fp16 weights: scale so small gradients survive
                     scaler.scale(loss).backward()
+                    if max_grad_norm:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(list(params.values()), max_grad_norm)
                     scaler.step(optimizer)
                     scaler.update()
                 method.after_step(step)

@@ -55,7 +55,7 @@ class TextualInversion(engine.Method):
 
     def encode(self, templates: list[str]):
         vectors = {self._key_of[k]: p for k, p in self.params.items()}
-        tokens = [self.text.tokens_with_vectors(t.format(MARKER), MARKER, vectors) for t in templates]
+        tokens = [self.text.tokens_with_vectors(t.format(MARKER), {MARKER: vectors}) for t in templates]
         return self.text.encode_batch(tokens)
 
     def loss(self, step, g):
