@@ -1,5 +1,6 @@
 """The ComfyUI face of TextTune: V3 node schemas with short `execute` methods."""
 from .text_encoders import BlendTextEncoders, LoadTextEncoder
+from .textboost import LoadTextBoost, TrainTextBoost
 from .textual_inversion import TrainTextualInversion
 
-NODES = [TrainTextualInversion, LoadTextEncoder, BlendTextEncoders]
+NODES = [TrainTextualInversion, TrainTextBoost, LoadTextBoost, LoadTextEncoder, BlendTextEncoders]

@@ -100,3 +100,12 @@ def test_batched_caption_encoding_equals_one_by_one_sdxl(tiny):
 def test_batched_caption_encoding_equals_one_by_one_sd1(tiny):
     _batched_equals_one_by_one(tiny.make_clip())
 
+
+def test_textboost_lora_on_sdxl_uses_kohya_te1_te2_and_comfy_applies_it(tiny):
+    from texttune.trainers.lora import TextLora, parse_targets
+    clip = tiny_sdxl_clip(tiny)
+    lora = TextLora(clip, parse_targets("q, k, v, out, fc1, fc2"), rank=2)
+    sd = lora.kohya_state_dict()
+    assert {k.split("_text_model")[0] for k in sd} == {"lora_te1", "lora_te2"}
+    _, patched = comfy.sd.load_lora_for_models(None, clip, sd, 0.0, 1.0)
+    assert len(patched.patcher.patches) == 2 * 3 * 6            # two encoders x 3 layers x 6 targets

@@ -16,10 +16,26 @@ def embedding_tensors(vectors: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return {k: v.detach().float() for k, v in vectors.items()}
 
 
-def save_embedding(path: str, vectors: dict[str, torch.Tensor], metadata: dict) -> str:
+def check_overwrite(path: str, token: str, what: str):
+    """Refuse to replace a file that this TextTune token did not write (a user's own model, say)."""
     if os.path.exists(path):
         _, meta = files.load_safetensors(path)
-        if meta.get("format") != TEXTTUNE_FORMAT or meta.get("token") != metadata.get("token"):
-            raise ValueError(f"An embedding file {path} already exists and was not made by this TextTune token; "
+        if meta.get("format") != TEXTTUNE_FORMAT or meta.get("token") != token:
+            raise ValueError(f"{what} file {path} already exists and was not made by this TextTune token; "
                              f"choose another token name or move that file away.")
+
+
+def save_embedding(path: str, vectors: dict[str, torch.Tensor], metadata: dict) -> str:
+    check_overwrite(path, metadata.get("token"), "An embedding")
     return files.save_safetensors(embedding_tensors(vectors), path, {**metadata, "format": TEXTTUNE_FORMAT})
+
+
+def save_lora(path: str, tensors: dict[str, torch.Tensor], metadata: dict) -> str:
+    """A kohya-layout LoRA (`lora_te…` keys) with kohya's ss_* fields, so tools that list them show
+    rank and alpha."""
+    check_overwrite(path, metadata.get("token"), "A LoRA")
+    alpha = next((float(v) for k, v in tensors.items() if k.endswith(".alpha")), None)
+    rank = next((v.shape[0] for k, v in tensors.items() if k.endswith(".lora_down.weight")), None)
+    ss = {"ss_network_module": "networks.lora", "ss_network_dim": rank, "ss_network_alpha": alpha,
+          "ss_network_args": '{"train_text_encoder_only": true}'}
+    return files.save_safetensors(tensors, path, {**ss, **metadata, "format": TEXTTUNE_FORMAT})

@@ -20,7 +20,10 @@ STYLE = [
     "a large painting in the style of {}",
 ]
 
-SETS = {"object": OBJECT, "style": STYLE}
+# TextBoost's own short captions (its code's default set); {} is "<instance> <class word>".
+TEXTBOOST = ["{}", "a {}", "one {}", "the {}", "photo of a {}"]
+
+SETS = {"object": OBJECT, "style": STYLE, "textboost": TEXTBOOST}
 
 
 def resolve(kind: str, custom: str = "") -> list[str]:
@@ -28,7 +31,7 @@ def resolve(kind: str, custom: str = "") -> list[str]:
     if kind in SETS:
         return list(SETS[kind])
     if kind != "custom":
-        raise ValueError(f"Unknown template set {kind!r}: choose object, style or custom.")
+        raise ValueError(f"Unknown template set {kind!r}: choose {', '.join(SETS)} or custom.")
     lines = [ln.strip() for ln in (custom or "").splitlines() if ln.strip()]
     if not lines:
         raise ValueError("The custom template list is empty: write one caption per line, each with {} "
