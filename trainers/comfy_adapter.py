@@ -141,6 +141,7 @@ class TextEncoder:
         self.tokenizers = {k: getattr(clip.tokenizer, f"clip_{k}") for k in self.keys}
         self.encoders = {k: getattr(clip.cond_stage_model, f"clip_{k}") for k in self.keys}
         self._marker_ids = {}
+        self._tokens = {}
 
     def width(self, key) -> int:
         return self.encoders[key].transformer.get_input_embeddings().weight.shape[1]
@@ -165,7 +166,7 @@ class TextEncoder:
     def tokens_with_vectors(self, text: str, vectors: dict[str, dict]):
         """Tokenize `text` and put trainable vectors where marker words stand: `vectors` maps each
         marker word to {encoder key: [n, width] tensor}. Each marker is replaced where it first occurs."""
-        tokens = self.clip.tokenize(text)
+        tokens = self.tokenize(text)
         out = {}
         for key in self.keys:
             rows = [list(r) for r in tokens[key]]
@@ -173,6 +174,16 @@ class TextEncoder:
                 self._splice(rows, self._ids_of_marker(key, marker), per_key[key], text)
             out[key] = rows
         return out
+
+    def tokenize(self, text: str) -> dict:
+        """clip.tokenize(text), remembered: training draws the same captions again and again, and
+        BPE in Python costs as much as a small encoder's forward. Callers copy rows before changing them."""
+        tokens = self._tokens.get(text)
+        if tokens is None:
+            if len(self._tokens) >= 8192:
+                self._tokens.clear()
+            tokens = self._tokens[text] = self.clip.tokenize(text)
+        return tokens
 
     def _ids_of_marker(self, key, marker: str) -> list[int]:
         if (key, marker) not in self._marker_ids:

@@ -126,9 +126,10 @@ class TextBoost(engine.Method):
                 out.append(rng.choice(self.prior))
         return out
 
-    def kp_loss(self, captions: list[str]) -> torch.Tensor:
-        """mean over captions and tokens of 1 - cos(E_ft, E_orig)."""
-        tuned, _ = self.encode(captions)
+    def kp_loss(self, captions: list[str], tuned: torch.Tensor | None = None) -> torch.Tensor:
+        """mean over captions and tokens of 1 - cos(E_ft, E_orig); `tuned` = E_ft when already encoded."""
+        if tuned is None:
+            tuned, _ = self.encode(captions)
         with torch.no_grad(), self.lora.disabled():
             orig, _ = self.encode(captions)
         return (1 - F.cosine_similarity(tuned.float(), orig.float(), dim=-1)).mean()
@@ -141,12 +142,13 @@ class TextBoost(engine.Method):
         captions = [self.instance_caption(self.templates[t], self.edits[i]) for t, i in zip(tpl.tolist(), idx.tolist())]
         sigma = self.sampler.sigma(self.sampler.sample(b, g)).to(device)
         noise = torch.randn(x0.shape, generator=g).to(device)
-        cond, pooled = self.encode(captions)
-        diffusion_loss = self.diffusion.loss(x0, noise, sigma, cond, pooled)
+        prior = self.prior_batch(g) if self.kp_weight > 0 else []
+        cond, pooled = self.encode(captions + prior)       # the tuned encoder, one batch for both
+        diffusion_loss = self.diffusion.loss(x0, noise, sigma, cond[:b], None if pooled is None else pooled[:b])
         metrics = {"diffusion": float(diffusion_loss.detach())}
         loss = diffusion_loss
-        if self.kp_weight > 0:
-            kp = self.kp_loss(self.prior_batch(g))
+        if prior:
+            kp = self.kp_loss(prior, tuned=cond[b:])
             loss = loss + self.kp_weight * kp
             metrics["kp"] = float(kp.detach())
         return loss, metrics
