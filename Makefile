@@ -15,4 +15,5 @@ test: host
 
 bench: host
 	$(HOST_PY) bench/ti_speed.py
+	$(HOST_PY) bench/textboost_speed.py
 	$(HOST_PY) bench/quality.py

@@ -15,6 +15,13 @@ SAMPLER = {"steps": 20, "cfg": 5.0, "sampler_name": "euler", "scheduler": "norma
 TI = dict(init_words="object", vectors=1, template_set="custom", custom_templates="a {}\na photo of a {}",
           learning_rate=5e-3, lr_schedule="constant", batch_size=4, resolution=64, flip=False,
           save_every=0, run_name="")
+# TextBoost settings of the quality benchmark and tests: one image, the world's own word "object" as
+# the class word, the same caption templates as textual inversion, and (in `boost`) the world's own
+# captions as the knowledge-preservation set: ShapeWorld's "everyday captions".
+TEXTBOOST = dict(class_word="object", lora_rank=4, lora_targets="q, k, v, out, fc1, fc2", augmentation_tokens=True,
+                 kp_weight=0.1, snr_timesteps=True, batch_size=8, lora_learning_rate=1e-3, token_learning_rate=5e-3,
+                 template_set="custom", custom_templates="a {}\na photo of a {}", resolution=64, save_every=0,
+                 run_name="")
 
 
 def load_checkpoint(path: str = model.WEIGHTS):
@@ -93,16 +100,39 @@ def prompt_following(mdl, clip, vae, n: int = 36, seed: int = 0, net=None) -> di
     return res
 
 
-def learn(mdl, clip, vae, kind: str, steps: int, seed: int = 0, **settings):
-    """Textual inversion of `kind` through the node (TI settings, overridden by `settings`);
-    returns (CLIP, embedding name)."""
-    token = f"sw-{kind}"
-    args = {**TI, "run_name": f"quality-{kind}-{steps}", **settings, "token_name": token, "steps": steps, "seed": seed}
+def learn(mdl, clip, vae, kind: str, steps: int, seed: int = 0, images: int = 5, **settings):
+    """Textual inversion of `kind` from `images` renders through the node (TI settings, overridden by
+    `settings`); returns (CLIP, the words for prompts: 'embedding:<name>')."""
+    token = f"sw-{kind}-{images}"
+    args = {**TI, "run_name": f"quality-{kind}-{images}-{steps}", **settings, "token_name": token, "steps": steps,
+            "seed": seed}
     from ..nodes.textual_inversion import TrainTextualInversion
     with torch.inference_mode():
-        out = TrainTextualInversion.execute(model=[mdl], clip=[clip], vae=[vae], images=[concept_images(kind, seed=seed)],
+        out = TrainTextualInversion.execute(model=[mdl], clip=[clip], vae=[vae],
+                                            images=[concept_images(kind, n=images, seed=seed)],
                                             **{k: [v] for k, v in args.items()})
-    return out.result[0], out.result[1]
+    return out.result[0], f"embedding:{out.result[1]}"
+
+
+def world_captions(n: int = 1000, seed: int = 7) -> str:
+    """Captions of `n` random scenes, one per line (with attributes left out as in training)."""
+    rng = random.Random(seed)
+    return "\n".join(world.caption_variant(sc, rng) for sc in world.scenes(seed, n))
+
+
+def boost(mdl, clip, vae, kind: str, steps: int, seed: int = 0, images: int = 1, tag: str = "textboost", **settings):
+    """TextBoost on `kind` from `images` renders through the node (TEXTBOOST settings, overridden by
+    `settings`); returns (CLIP, the words for prompts: 'embedding:<name> object')."""
+    name = f"sw-{tag}-{kind}"
+    settings.setdefault("prior_captions", world_captions())
+    args = {**TEXTBOOST, "run_name": f"quality-{tag}-{kind}-{steps}", **settings, "token_name": name,
+            "steps": steps, "seed": seed}
+    from ..nodes.textboost import TrainTextBoost
+    with torch.inference_mode():
+        out = TrainTextBoost.execute(model=[mdl], clip=[clip], vae=[vae],
+                                     images=[concept_images(kind, n=images, seed=seed)],
+                                     **{k: [v] for k, v in args.items()})
+    return out.result[0], out.result[2]
 
 
 def edit_cases(n: int, seed: int) -> list:
@@ -115,8 +145,9 @@ def edit_cases(n: int, seed: int) -> list:
 
 
 def concept_scores(mdl, clip, vae, word: str, kind: str, net, n: int, seed: int) -> dict:
-    """Fidelity and editability of `word` (an `embedding:` name or a plain word) for `kind`."""
-    article = "an" if word[0] in "aeiou" else "a"
+    """Fidelity and editability of `word` (an `embedding:` name, perhaps with a class word, or a plain
+    word) for `kind`. Learned words get "a", as in their training captions."""
+    article = "an" if word[0] in "aeiou" and not word.startswith("embedding:") else "a"
     fid = generate(mdl, clip, vae, [f"a photo of {article} {word}"], seed=seed, per_prompt=n)
     fidelity = score(fid, [{"kind": kind}] * n, net)["kind"]
     cases = edit_cases(n, seed + 1)
