@@ -109,3 +109,29 @@ def test_textboost_lora_on_sdxl_uses_kohya_te1_te2_and_comfy_applies_it(tiny):
     assert {k.split("_text_model")[0] for k in sd} == {"lora_te1", "lora_te2"}
     _, patched = comfy.sd.load_lora_for_models(None, clip, sd, 0.0, 1.0)
     assert len(patched.patcher.patches) == 2 * 3 * 6            # two encoders x 3 layers x 6 targets
+
+
+def test_sdxl_textboost_trains_lora_and_words_of_both_encoders(tiny, tmp_path):
+    from texttune.trainers import engine
+    from texttune.trainers.comfy_adapter import Diffusion
+    from texttune.trainers.lora import TextLora, parse_targets
+    from texttune.trainers.runs import RunFolder
+    from texttune.trainers.textboost import TextBoost
+    from texttune.trainers import augment
+    clip, mp = tiny_sdxl_clip(tiny), tiny_sdxl_model(tiny)
+    diffusion, text = Diffusion(mp), TextEncoder(clip)
+    with torch.inference_mode(False):
+        lat = diffusion.to_model_latents(torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)))
+        lora = TextLora(clip, parse_targets("q, v"), rank=2)
+        edits = [[augment.Edit("zoom-in", "prefix")], []]
+        method = TextBoost(diffusion, text, lat, edits, ["a {}"], "dog", "dog", ["a cat on a sofa", "a red car"],
+                           lora, 2, lora_lr=1e-2, token_lr=1e-2)
+        res = engine.train(method, RunFolder(str(tmp_path), "sdxl-tb", {"m": "tb"}), steps=3,
+                           schedule=engine.Schedule(1e-2, 3), seed=0, max_grad_norm=1.0)
+    assert len(res.losses) == 3 and all(torch.isfinite(torch.tensor(res.losses)))
+    assert set(method.instance_vectors()) == {"clip_l", "clip_g"}
+    moved = {n for n, p in lora.parameters().items() if n.endswith("lora_up") and float(p.abs().max()) > 0}
+    unused = {n for n in lora.parameters() if n.endswith("lora_up") and n not in moved}
+    # SDXL reads clip_l's penultimate layer, so only clip_l's last layer gets no gradient
+    assert unused == {f"lora_te1_text_model_encoder_layers_2_self_attn_{t}_proj.lora_up" for t in "qv"}, unused
+    assert any(n.startswith("lora_te2_") for n in moved)
