@@ -1,6 +1,8 @@
 """The ComfyUI face of TextTune: V3 node schemas with short `execute` methods."""
+from .rewards import CombineRewards, LoadRewardModel, ScoreImages
 from .text_encoders import BlendTextEncoders, LoadTextEncoder
 from .textboost import LoadTextBoost, TrainTextBoost
 from .textual_inversion import TrainTextualInversion
 
-NODES = [TrainTextualInversion, TrainTextBoost, LoadTextBoost, LoadTextEncoder, BlendTextEncoders]
+NODES = [TrainTextualInversion, TrainTextBoost, LoadTextBoost, LoadTextEncoder, BlendTextEncoders,
+         LoadRewardModel, CombineRewards, ScoreImages]

@@ -22,6 +22,13 @@ def models_dir(kind: str) -> str:
     return folder_paths.get_folder_paths(kind)[0]
 
 
+def inside(root: str, rel: str) -> str | None:
+    """root/rel as an absolute path if it stays inside root, else None."""
+    root = os.path.abspath(root)
+    path = os.path.abspath(os.path.join(root, rel))
+    return path if os.path.commonpath([root, path]) == root else None
+
+
 def output_image_ui(path: str) -> dict:
     """UI entry showing a PNG written under the output folder."""
     out = os.path.abspath(folder_paths.get_output_directory())

@@ -6,6 +6,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..trainers import blend, text_encoders
+from . import common
 
 FILE_HELP = ("models/text_encoders/ (or models/clip/): a .safetensors with HF CLIPTextModel keys (Save CLIP output, "
              "TextTune's reward-tuned encoders) or a TextCraftor .pth checkpoint; peft LoRA adapters (a folder with "
@@ -37,12 +38,6 @@ def file_choices() -> list[str]:
     return sorted(names)
 
 
-def _inside(root: str, rel: str) -> str | None:
-    root = os.path.abspath(root)
-    path = os.path.abspath(os.path.join(root, rel))
-    return path if os.path.commonpath([root, path]) == root else None
-
-
 def resolve_file(name: str) -> str:
     """Path of a file or adapter folder named as `file_choices` names it."""
     if name.endswith("/"):
@@ -50,7 +45,7 @@ def resolve_file(name: str) -> str:
         tries = [("text_encoders", rel)] + ([("loras", rel[len("loras/"):])] if rel.startswith("loras/") else [])
         for kind, r in tries:
             for root in folder_paths.get_folder_paths(kind):
-                path = _inside(root, r)
+                path = common.inside(root, r)
                 if path and text_encoders.is_peft_folder(path):
                     return path
     else:

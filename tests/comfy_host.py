@@ -41,8 +41,10 @@ def redirect_folders(base: str) -> str:
     folder_paths.set_output_directory(os.path.join(base, "output"))
     folder_paths.set_temp_directory(os.path.join(base, "temp"))
     folder_paths.set_input_directory(os.path.join(base, "input"))
-    for kind in ("embeddings", "loras", "text_encoders", "checkpoints"):
+    for kind in ("embeddings", "loras", "text_encoders", "checkpoints", "reward_models"):
         d = os.path.join(base, "models", kind)
         os.makedirs(d, exist_ok=True)
-        folder_paths.folder_names_and_paths[kind] = ([d], folder_paths.folder_names_and_paths[kind][1])
+        # reward_models is the pack's; if the pack is not imported yet, it sets the extensions later
+        exts = folder_paths.folder_names_and_paths.get(kind, ([], set()))[1]
+        folder_paths.folder_names_and_paths[kind] = ([d], exts)
     return base

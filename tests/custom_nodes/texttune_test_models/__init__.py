@@ -1,6 +1,7 @@
 """Test-only custom node: registers the TinySD and ShapeWorld model configs so
-CheckpointLoaderSimple loads their checkpoints in a real server. Loaded by tests and the demo
-through an extra_model_paths.yaml `custom_nodes:` entry; never installed for users."""
+CheckpointLoaderSimple loads their checkpoints in a real server, and the ShapeWorld reward kind
+("shapeworld", shapeworld/reward.py) so TextTuneLoadRewardModel offers it. Loaded by tests and
+the demo through an extra_model_paths.yaml `custom_nodes:` entry; never installed for users."""
 import os
 import sys
 
@@ -15,8 +16,11 @@ for _p in (_tests, os.path.join(folder_paths.base_path, "custom_nodes")):
 
 import tinysd  # noqa: E402
 from texttune.shapeworld import model as shapeworld_model  # noqa: E402
+from texttune.shapeworld import reward as shapeworld_reward  # noqa: E402
+from texttune.trainers import rewards  # noqa: E402
 
 tinysd.register()
 shapeworld_model.register()
+rewards.register_kind(shapeworld_reward.KIND)
 
 NODE_CLASS_MAPPINGS = {}
