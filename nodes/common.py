@@ -1,7 +1,11 @@
-"""Helpers shared by TextTune nodes: list inputs, destinations, result UI."""
+"""Helpers shared by TextTune nodes: list inputs, destinations, training runs, result UI."""
 import os
 
+from comfy.model_management import InterruptProcessingException
+
 import folder_paths
+
+from ..trainers import engine
 
 
 def single(value, name: str):
@@ -22,10 +26,12 @@ def models_dir(kind: str) -> str:
     return folder_paths.get_folder_paths(kind)[0]
 
 
-def inside(root: str, rel: str) -> str | None:
-    """root/rel as an absolute path if it stays inside root, else None."""
-    root = os.path.abspath(root)
-    path = os.path.abspath(os.path.join(root, rel))
+def inside(root: str, rel: str, follow_links: bool = False) -> str | None:
+    """root/rel as an absolute path if it stays inside root, else None. `follow_links`: judged where
+    symbolic links lead, so a link inside root to a file elsewhere does not count as inside."""
+    norm = os.path.realpath if follow_links else os.path.abspath
+    root = norm(root)
+    path = norm(os.path.join(root, rel))
     return path if os.path.commonpath([root, path]) == root else None
 
 
@@ -43,3 +49,26 @@ def check_model_clip_match(diffusion, text):
             f"The MODEL expects text features of width {diffusion.context_dim} but the CLIP gives "
             f"{text.output_width} (SD1: 768, SD2: 1024, SDXL: 2048). Connect the MODEL and CLIP of the same "
             f"checkpoint.")
+
+
+def train_and_save(method, run, save, **train_args) -> engine.Result:
+    """engine.train, then save(steps done) of the finished run. Cancel saves the last checkpoint's state
+    first (queueing the run again resumes it), so what is learnt so far is usable."""
+    try:
+        result = engine.train(method, run, **train_args)
+    except InterruptProcessingException:
+        if run.latest_step():
+            save(run.latest_step())
+        raise
+    save(result.steps_done)
+    return result
+
+
+ENGINE_METRICS = ("step", "loss", "lr", "time")        # what engine.train logs for every method
+
+
+def loss_map(run, result: engine.Result) -> dict:
+    """LOSS_MAP of a run: the loss and each metric the method logged, per step (core Plot Loss Graph)."""
+    rows = run.read_metrics()
+    keys = list(dict.fromkeys(k for r in rows for k in r if k not in ENGINE_METRICS))
+    return {"loss": result.losses, **{k: [r[k] for r in rows if k in r] for k in keys}}

@@ -4,7 +4,6 @@ import logging
 import os
 
 import torch
-from comfy.model_management import InterruptProcessingException
 from comfy_api.latest import io
 
 import folder_paths
@@ -182,20 +181,12 @@ class TrainTextBoost(io.ComfyNode):
                                         **{f"token.{k}": v for k, v in method.augmentation_vectors().items()},
                                         **{f"instance.{k}": v for k, v in method.instance_vectors().items()}},
                                        os.path.join(run.path, "textboost.safetensors"), m)
-            try:
-                result = engine.train(method, run, steps=steps, seed=seed, save_every=config["save_every"],
-                                      schedule=engine.Schedule(config["lora_learning_rate"], steps),
-                                      weight_decay=1e-2, max_grad_norm=1.0,
-                                      node_id=node_id, on_step=Reporter(node_id, run_name))
-            except InterruptProcessingException:
-                if run.latest_step():           # cancel keeps what is learnt; queueing again resumes
-                    save(run.latest_step())
-                raise
-            save(result.steps_done)
-        rows = run.read_metrics()
-        losses = {"loss": result.losses, "diffusion": [r.get("diffusion") for r in rows],
-                  "kp": [r.get("kp") for r in rows if "kp" in r]}
-        losses = {k: v for k, v in losses.items() if v}
+            result = common.train_and_save(method, run, save, steps=steps, seed=seed,
+                                           save_every=config["save_every"],
+                                           schedule=engine.Schedule(config["lora_learning_rate"], steps),
+                                           weight_decay=1e-2, max_grad_norm=1.0,
+                                           node_id=node_id, on_step=Reporter(node_id, run_name))
+        losses = common.loss_map(run, result)
         png = plot.loss_plot(losses, run.plot_path)
         out_clip = apply_textboost(clip, lora.kohya_state_dict(), 1.0, emb_dir)
         return io.NodeOutput(out_clip, name, prompt_words(name, class_word), losses, ui=common.output_image_ui(png))

@@ -2,7 +2,6 @@
 import os
 
 import torch
-from comfy.model_management import InterruptProcessingException
 from comfy_api.latest import io
 
 from ..trainers import engine, formats, plot, templates
@@ -103,16 +102,11 @@ class TrainTextualInversion(io.ComfyNode):
             run = RunFolder(common.runs_root(), run_name, config)
             meta = {"token": token_name, "base_model": config["base_model"], "vectors": vectors,
                     "init_words": init_words, "run": run_name}
-            try:
-                result = engine.train(method, run, steps=steps, seed=seed, save_every=config["save_every"],
-                                      schedule=engine.Schedule(config["learning_rate"], steps, config["lr_schedule"]),
-                                      node_id=node_id, on_step=Reporter(node_id, run_name))
-            except InterruptProcessingException:
-                # Cancel keeps what is learnt so far usable; queueing the run again resumes it.
-                if run.latest_step():
-                    formats.save_embedding(emb_path, method.vectors(), {**meta, "steps": run.latest_step()})
-                raise
-            formats.save_embedding(emb_path, method.vectors(), {**meta, "steps": result.steps_done})
+            result = common.train_and_save(
+                method, run, lambda done: formats.save_embedding(emb_path, method.vectors(), {**meta, "steps": done}),
+                steps=steps, seed=seed, save_every=config["save_every"],
+                schedule=engine.Schedule(config["learning_rate"], steps, config["lr_schedule"]),
+                node_id=node_id, on_step=Reporter(node_id, run_name))
         png = plot.loss_plot({"loss": result.losses}, run.plot_path)
         out_clip = text.with_embedding_dir(os.path.dirname(emb_path))
         return io.NodeOutput(out_clip, token_name, {"loss": result.losses}, ui=common.output_image_ui(png))

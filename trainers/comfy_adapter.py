@@ -3,6 +3,9 @@
 - `Diffusion`: a ModelPatcher as "noise, denoise, loss" in k-diffusion space (x = x0 + sigma*eps)
   through the model's own `model_sampling`, for eps, v-prediction and flow models alike.
 - `TextEncoder`: a CLIP as "tokenize, splice trainable vectors, encode with autograd".
+- `EncoderCopy`: a trainable float32 copy of a CLIP's text-encoder weights, swapped in for the
+  CLIP's own weights only while it encodes (full fine-tuning without a second encoder module).
+- `decode`: latents to images with autograd through the VAE's decoder.
 - `trainable_session`: loads models on the compute device and fixes the two autograd traps
   (research/comfyui.md §12): loader-made inference tensors (T1) and CLIP's in-place residuals (T2).
 
@@ -92,6 +95,11 @@ class Diffusion:
 
     def noised(self, x0, noise, sigma):
         return self.sampling.noise_scaling(sigma, noise, x0)
+
+    def start(self, noise, sigma):
+        """The latent a full denoise starts from at `sigma` (the schedule's largest), for noise ~ N(0, I),
+        as ComfyUI's samplers make it (eps: noise * sqrt(1 + sigma^2), DDPM's z_T in k-diffusion space)."""
+        return self.sampling.noise_scaling(sigma, noise, torch.zeros_like(noise), max_denoise=True)
 
     def denoise(self, x, sigma, cond, pooled=None):
         """x0 prediction for noisy `x` at `sigma` with cross-attention `cond` (gradients flow)."""
@@ -264,3 +272,68 @@ class TextEncoder:
             cut = min(lz.shape[1], gz.shape[1])
             return torch.cat([lz[:, :cut], gz[:, :cut]], dim=-1), gp
         return out[self.keys[0]]
+
+
+# ---------------------------------------------------------------------------------------------
+def encoder_prefixes(clip) -> list[str]:
+    """State-dict prefixes of the CLIP text encoders in a CLIP ("clip_l.", or "clip_l." and "clip_g.")."""
+    names = {n.split("transformer.text_model.", 1)[0] for n, _ in clip.cond_stage_model.named_parameters()
+             if "transformer.text_model." in n}
+    return sorted(names)
+
+
+class EncoderCopy:
+    """A trainable float32 copy of the `transformer.text_model.*` weights of one text encoder of a
+    CLIP (`prefix`, e.g. "clip_l."), taken as the CLIP encodes (its patches applied).
+
+    Inside `swapped()` these parameters stand in the CLIP's modules, so every encode there is the
+    trainable encoder, with gradients; outside it the modules hold their own (frozen) weights again,
+    the original encoder. No second module is built, and nothing ComfyUI moves or unloads ever holds
+    the copy. Float32 also in fp16/bf16 models: updates of a 1e-6 learning rate vanish in fp16. The
+    CLIP computes in float32 whatever its weights' dtype, so the copy needs no casts."""
+
+    def __init__(self, clip, prefix: str, device=None):
+        mm.load_models_gpu([clip.patcher], force_full_load=True, force_patch_weights=True)
+        root = clip.cond_stage_model
+        self.prefix = prefix + "transformer."
+        modules = dict(root.named_modules())
+        self.params: dict[str, torch.nn.Parameter] = {}
+        self._owners = {}
+        for name, p in root.named_parameters():
+            if name.startswith(self.prefix + "text_model."):
+                self.params[name] = torch.nn.Parameter(p.detach().to(device or p.device, torch.float32, copy=True))
+                owner, attr = name.rsplit(".", 1)
+                self._owners[name] = (modules[owner], attr)
+        if not self.params:
+            raise ValueError(f"The CLIP has no text encoder under '{prefix}'.")
+        # the rest of the encoder (text_projection), kept for a complete file
+        self.rest = {k: v.detach().to("cpu", copy=True) for k, v in root.state_dict().items()
+                     if k.startswith(self.prefix) and k not in self.params}
+
+    @contextlib.contextmanager
+    def swapped(self):
+        saved = []
+        try:
+            for name, p in self.params.items():
+                module, attr = self._owners[name]
+                saved.append((module, attr, module._parameters[attr]))
+                module._parameters[attr] = p
+            yield
+        finally:
+            for module, attr, old in reversed(saved):
+                module._parameters[attr] = old
+
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole encoder in HF CLIPTextModel keys (as the core Save CLIP node writes them): the
+        trained weights, float32, and the untrained rest as it was."""
+        cut = len(self.prefix)
+        return {**{k[cut:]: v for k, v in self.rest.items()},
+                **{k[cut:]: p.detach().float() for k, p in self.params.items()}}
+
+
+def decode(vae, diffusion: Diffusion, x: torch.Tensor) -> torch.Tensor:
+    """Images [B, 3, H, W] in 0..1 from model-space latents, with autograd through the decoder
+    (VAE.decode cannot: its tiled out-of-memory fallback runs under inference mode, research T3)."""
+    z = diffusion.model.process_latent_out(x)
+    images = vae.first_stage_model.decode(z.to(vae.device, vae.vae_dtype)).float()
+    return vae.process_output(images)

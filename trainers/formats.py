@@ -16,13 +16,15 @@ def embedding_tensors(vectors: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return {k: v.detach().float() for k, v in vectors.items()}
 
 
-def check_overwrite(path: str, token: str, what: str):
-    """Refuse to replace a file that this TextTune token did not write (a user's own model, say)."""
+def check_overwrite(path: str, token: str, what: str, key: str = "token"):
+    """Refuse to replace a file that this TextTune token (or named result: `key`) did not write (a
+    user's own model, say)."""
     if os.path.exists(path):
         _, meta = files.load_safetensors(path)
-        if meta.get("format") != TEXTTUNE_FORMAT or meta.get("token") != token:
-            raise ValueError(f"{what} file {path} already exists and was not made by this TextTune token; "
-                             f"choose another token name or move that file away.")
+        if meta.get("format") != TEXTTUNE_FORMAT or meta.get(key) != token:
+            who, choose = ("this TextTune token", "token name") if key == "token" else (f"TextTune as this {key}", key)
+            raise ValueError(f"{what} file {path} already exists and was not made by {who}; choose another {choose} "
+                             f"or move that file away.")
 
 
 def save_embedding(path: str, vectors: dict[str, torch.Tensor], metadata: dict) -> str:
@@ -39,3 +41,10 @@ def save_lora(path: str, tensors: dict[str, torch.Tensor], metadata: dict) -> st
     ss = {"ss_network_module": "networks.lora", "ss_network_dim": rank, "ss_network_alpha": alpha,
           "ss_network_args": '{"train_text_encoder_only": true}'}
     return files.save_safetensors(tensors, path, {**ss, **metadata, "format": TEXTTUNE_FORMAT})
+
+
+def save_text_encoder(path: str, tensors: dict[str, torch.Tensor], metadata: dict) -> str:
+    """A whole text encoder in HF CLIPTextModel keys (`text_model.…`, `text_projection.weight`), the
+    layout of the core Save CLIP node, which CLIPLoader loads; `metadata["name"]` owns the file."""
+    check_overwrite(path, metadata.get("name"), "A text-encoder", key="name")
+    return files.save_safetensors(tensors, path, {**metadata, "format": TEXTTUNE_FORMAT})

@@ -214,6 +214,18 @@ class ClipTower:
     def logit_scale(self) -> torch.Tensor:
         return self.ready().clip.logit_scale.detach().float().exp()
 
+    def check_prompts(self, prompts: list[str], label: str):
+        """Each reward reads the prompt text with its own tokenizer (the official TextCraftor code fed SD's
+        CLIP-L token ids to every reward model, which works only because they share OpenAI's BPE); a
+        prompt longer than this text tower's context would be cut, and the reward would judge another
+        prompt than the one drawn."""
+        for i, p in enumerate(prompts):
+            n = len(self.tokenizer(p, truncation=False, verbose=False)["input_ids"])
+            if n > self.context:
+                raise ValueError(f"Prompt {i + 1} ({p[:60]!r}{'…' if len(p) > 60 else ''}) is {n} tokens for the "
+                                 f"tokenizer of {label}, whose text model reads {self.context}: it would score a "
+                                 f"cut prompt. Shorten the prompt.")
+
 
 # ---------------------------------------------------------------------------------------------
 # rewards
@@ -238,9 +250,16 @@ class Reward:
     def objective(self, images, prompts) -> torch.Tensor:
         return self.scale * self.raw(images, prompts)
 
+    def terms(self, images, prompts) -> list[tuple["Reward", float, torch.Tensor]]:
+        """[(reward, γ, raw [B])]: the parts whose Σ γ·s·raw is `objective`, each model run once."""
+        return [(self, 1.0, self.raw(images, prompts))]
+
     def parts(self, images, prompts) -> dict:
         """{label: [B] scores} for display."""
         return {self.label: self.score(images, prompts)}
+
+    def check_prompts(self, prompts: list[str]) -> None:
+        """Raise if this reward would not read a prompt whole (its text tower cuts long prompts)."""
 
 
 class ClipSimilarity(Reward):
@@ -255,6 +274,9 @@ class ClipSimilarity(Reward):
         img = self.tower.image_features(self.preprocess(images.to(self.tower.device)))
         cos = (img * self.tower.text_features(prompts)).sum(-1)
         return cos * self.tower.logit_scale() if self.logit_scaled else cos
+
+    def check_prompts(self, prompts):
+        self.tower.check_prompts(prompts, self.label)
 
 
 class ClipScore(ClipSimilarity):
@@ -304,19 +326,33 @@ class Combined(Reward):
         self.patchers = tuple(p for r in self.rewards for p in r.patchers)
 
     def compute(self, images, prompts):
-        return sum(w * r.objective(images, prompts) for r, w in zip(self.rewards, self.weights))
+        return sum(w * r.scale * raw for r, w, raw in self.terms(images, prompts))
+
+    def terms(self, images, prompts):
+        return [(r, w, r.raw(images, prompts)) for r, w in zip(self.rewards, self.weights)]
 
     def parts(self, images, prompts):
         out, total = {}, 0
-        for r, w in zip(self.rewards, self.weights):
-            raw = r.raw(images, prompts)
-            name, n = r.label, 2
-            while name in out:
-                name, n = f"{r.label} #{n}", n + 1
+        for (r, w, raw), name in zip(self.terms(images, prompts), part_names(self.rewards)):
             out[name] = r.score_from(raw)
             total = total + w * r.scale * raw
         out["total Σγ·s·R"] = total
         return out
+
+    def check_prompts(self, prompts):
+        for r in self.rewards:
+            r.check_prompts(prompts)
+
+
+def part_names(rewards: list) -> list[str]:
+    """The rewards' labels, made unique ("label #2") for tables and loss maps."""
+    out = []
+    for r in rewards:
+        name, n = r.label, 2
+        while name in out:
+            name, n = f"{r.label} #{n}", n + 1
+        out.append(name)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,148 @@
+"""TextTuneTrainRewardTextEncoder: TextCraftor, the text encoder fine-tuned against image rewards."""
+import hashlib
+import os
+
+import torch
+from comfy_api.latest import io
+
+import folder_paths
+
+from ..trainers import engine, formats, plot, text_encoders
+from ..trainers.comfy_adapter import Diffusion, TextEncoder
+from ..trainers.files import check_name
+from ..trainers.runs import RunFolder
+from ..trainers.textcraftor import TextCraftor, parse_prompts
+from . import common
+from .progress import Reporter
+from .rewards import RewardType
+
+def read_prompt_file(rel: str) -> list[str]:
+    """The prompts of a text file (one per line) inside ComfyUI's input folder; nothing outside it is read."""
+    rel = (rel or "").strip()
+    if not rel:
+        return []
+    root = folder_paths.get_input_directory()
+    path = common.inside(root, rel, follow_links=True)
+    if path is None:
+        raise ValueError(f"Prompt file {rel!r} is outside ComfyUI's input folder ({root}): only files inside it are "
+                         f"read. Put the file there and give its path inside it, e.g. prompts.txt.")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Prompt file {rel!r} was not found in ComfyUI's input folder ({root}): put a text "
+                                f"file there with one prompt per line.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            prompts = parse_prompts(f.read())
+    except UnicodeDecodeError as e:
+        raise ValueError(f"Prompt file {rel!r} is not UTF-8 text: {e}") from e
+    if not prompts:
+        raise ValueError(f"Prompt file {rel!r} holds no prompts: write one prompt per line.")
+    return prompts
+
+
+class TrainRewardTextEncoder(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TextTuneTrainRewardTextEncoder",
+            display_name="Train Text Encoder on Rewards (TextCraftor, TextTune)",
+            category="TextTune/train",
+            description="TextCraftor: fine-tunes the whole text encoder so that images drawn from your prompts score "
+                        "higher on a reward model (aesthetic, PickScore, HPS, CLIP score or a combination). Saves "
+                        "models/text_encoders/<name>.safetensors (HF CLIPTextModel keys: the core Load CLIP node and "
+                        "Load Fine-Tuned Text Encoder load it). The model, VAE, reward and input CLIP are not changed.",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model (frozen; SD1.x or SD2.x)."),
+                io.Clip.Input("clip", tooltip="Its text encoder: the starting point. A trainable copy of its weights "
+                                              "is trained; the input CLIP itself is not changed."),
+                io.Vae.Input("vae", tooltip="Decodes the sampled latents with gradients for the reward. A TAESD "
+                                            "(core Load VAE: taesd) decodes far cheaper, at the cost of judging "
+                                            "TAESD's pictures."),
+                RewardType.Input("reward", tooltip="What to raise: from Load Reward Model or Combine Rewards "
+                                                   "(TextCraftor: 0.5 CLIP score + 1 aesthetic + 1 PickScore + "
+                                                   "1 HPS)."),
+                io.String.Input("prompts", multiline=True, default="",
+                                tooltip="Training prompts, one per line (and/or a prompt file below). Each must fit "
+                                        "one 77-token pass of the text encoder."),
+                io.String.Input("prompt_file", default="",
+                                tooltip="Optional text file with one prompt per line, as a path inside ComfyUI's "
+                                        "input folder (e.g. prompts.txt). Files outside that folder are refused."),
+                io.String.Input("encoder_name", default="textcraftor",
+                                tooltip="Name of the saved file models/text_encoders/<name>.safetensors. Letters, "
+                                        "digits, _ - . only."),
+                io.Int.Input("steps", default=1000, min=1, max=1000000,
+                             tooltip="Optimisation steps (iterations). TextCraftor saw gains within 500-1000 "
+                                     "iterations of 32 prompts."),
+                io.Float.Input("learning_rate", default=1e-6, min=1e-9, max=1e-2, step=1e-7, round=1e-9,
+                               tooltip="AdamW learning rate of the text encoder (TextCraftor: 1e-6), constant; "
+                                       "weight decay 0.01, no gradient clipping, as the official code."),
+                io.Int.Input("batch_size", default=1, min=1, max=64,
+                             tooltip="Prompts per step. TextCraftor: 4 per GPU on eight 80 GB GPUs; every prompt "
+                                     "costs a full sampling run and a decode with gradients."),
+                io.Int.Input("sampling_steps", default=25, min=1, max=200,
+                             tooltip="DDIM steps of each training image (TextCraftor: 25)."),
+                io.Int.Input("grad_steps", default=5, min=1, max=200,
+                             tooltip="K: the last K sampling steps use the trainable encoder and keep their "
+                                     "gradient; the earlier ones use the original encoder without gradient "
+                                     "(TextCraftor: 5 of 25). Memory and time grow with K."),
+                io.Float.Input("cfg", default=7.5, min=0.0, max=30.0, step=0.1,
+                               tooltip="Classifier-free guidance scale of the training images (TextCraftor: 7.5). "
+                                       "The negative is the empty prompt through the trainable encoder."),
+                io.Int.Input("resolution", default=512, min=64, max=2048, step=64,
+                             tooltip="Size of the training images in pixels (512 for SD1.5, 768 for SD2)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF,
+                             tooltip="Seed of the prompt order and the noise; the same seed repeats the run exactly."),
+                io.Int.Input("save_every", default=100, min=0, max=1000000,
+                             tooltip="Save a resumable checkpoint every N steps (0: only at the end or on cancel). "
+                                     "A checkpoint holds the encoder and AdamW's state: about 1.5 GB for CLIP-L."),
+                io.String.Input("run_name", default="", tooltip="Run folder under output/texttune/ (default "
+                                "textcraftor-<encoder_name>). Queueing the same run again resumes it."),
+            ],
+            outputs=[
+                io.Clip.Output(display_name="CLIP", tooltip="A copy of the CLIP with the trained encoder (the "
+                                                            "input CLIP is unchanged)."),
+                io.String.Output(display_name="name", tooltip="Name of the saved text-encoder file."),
+                io.LossMap.Output(display_name="loss", tooltip="Per step: the loss (−Σγ·s·reward) and each "
+                                                               "reward's score, for the core Plot Loss Graph node."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, vae, reward, prompts, prompt_file, encoder_name, steps, learning_rate, batch_size,
+                sampling_steps, grad_steps, cfg, resolution, seed, save_every, run_name) -> io.NodeOutput:
+        name = check_name((encoder_name or "").strip(), "Encoder name")
+        run_name = check_name((run_name or "").strip() or f"textcraftor-{name}", "Run name")
+        lines = parse_prompts(prompts) + read_prompt_file(prompt_file)
+        if not lines:
+            raise ValueError("No prompts: write one prompt per line in 'prompts', or give a prompt file in "
+                             f"ComfyUI's input folder ({folder_paths.get_input_directory()}).")
+        path = os.path.join(common.models_dir("text_encoders"), name + ".safetensors")
+        formats.check_overwrite(path, name, "A text-encoder", key="name")
+        diffusion, text = Diffusion(model), TextEncoder(clip)
+        common.check_model_clip_match(diffusion, text)
+        config = {"method": "textcraftor", "encoder_name": name, "reward": reward.label, "prompts": len(lines),
+                  "prompts_digest": hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16], "steps": steps,
+                  "learning_rate": learning_rate, "batch_size": batch_size, "sampling_steps": sampling_steps,
+                  "grad_steps": grad_steps, "cfg": cfg, "resolution": resolution, "seed": seed,
+                  "save_every": save_every, "base_model": type(model.model.model_config).__name__}
+        node_id = cls.hidden.unique_id if cls.hidden else None
+        with torch.inference_mode(False):
+            method = TextCraftor(diffusion, text, vae, reward, lines, batch_size=batch_size,
+                                 sampling_steps=sampling_steps, grad_steps=grad_steps, cfg=cfg,
+                                 resolution=resolution, seed=seed)
+            run = RunFolder(common.runs_root(), run_name, config)
+            meta = {"name": name, "method": "textcraftor", "base_model": config["base_model"], "run": run_name,
+                    "reward": reward.label, "grad_steps": grad_steps, "sampling_steps": sampling_steps}
+
+            def save(steps_done: int):
+                formats.save_text_encoder(path, method.encoder_state_dict(), {**meta, "steps": steps_done})
+            # AdamW as the official code: torch's defaults but for weight decay 0.01, no gradient clipping
+            result = common.train_and_save(method, run, save, steps=steps, seed=seed, save_every=save_every,
+                                           schedule=engine.Schedule(learning_rate, steps), weight_decay=1e-2,
+                                           node_id=node_id, on_step=Reporter(node_id, run_name))
+            tensors = method.encoder_state_dict()
+        losses = common.loss_map(run, result)               # the loss, then each reward's score
+        png = plot.loss_plot({"loss": result.losses}, run.plot_path)
+        tensors = {k: v.to(clip.patcher.offload_device) for k, v in tensors.items()}   # patches live off the GPU
+        out_clip = text_encoders.apply(clip, text_encoders.full_weights(tensors, name), 1.0)
+        return io.NodeOutput(out_clip, name, losses, ui=common.output_image_ui(png))
