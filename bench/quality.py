@@ -47,8 +47,9 @@ PERSONALISATION = {
 }
 
 
-def mean_of(rows: dict, key: str) -> dict:
-    return {k: sum(r[key][k] for r in rows.values()) / len(rows) for k in ("fidelity", "editability")}
+def mean_of(scores: list[dict]) -> dict:
+    """Mean fidelity and editability of several concept_scores results."""
+    return {k: sum(s[k] for s in scores) / len(scores) for k in ("fidelity", "editability")}
 
 
 def run_following(a, mdl, clip, vae, net):
@@ -72,9 +73,9 @@ def run_ti(a, kinds, mdl, clip, vae, net):
         print(f"{kind}: TI fidelity {learned['fidelity']:.2f} editability {learned['editability']:.2f} | "
               f"'object' fidelity {baseline['fidelity']:.2f} editability {baseline['editability']:.2f} "
               f"({minutes:.1f} min TI)", flush=True)
-    mean = mean_of(concepts, "textual_inversion")
+    mean = mean_of([c["textual_inversion"] for c in concepts.values()])
     return {"steps": a.ti_steps, "settings": evaluate.TI, "images_per_concept": 5, "concepts": concepts,
-            "mean": mean, "object_word_mean": mean_of(concepts, "plain_word_object"),
+            "mean": mean, "object_word_mean": mean_of([c["plain_word_object"] for c in concepts.values()]),
             "goals_met": {"fidelity": mean["fidelity"] >= GOALS["ti_fidelity"],
                           "editability": mean["editability"] >= GOALS["ti_editability"]}}
 
@@ -94,8 +95,7 @@ def run_personalisation(a, kinds, mdl, clip, vae, net):
             rows[name][kind] = {**s, "minutes": round(minutes, 2)}
             print(f"{kind} {name}: fidelity {s['fidelity']:.2f} editability {s['editability']:.2f} "
                   f"({minutes:.1f} min)", flush=True)
-    means = {name: {k: sum(r[k] for r in per.values()) / len(per) for k in ("fidelity", "editability")}
-             for name, per in rows.items()}
+    means = {name: mean_of(list(per.values())) for name, per in rows.items()}
     out = {"images_per_concept": 1, "ti_steps": a.ti_steps, "textboost_steps": a.tb_steps,
            "ti_settings": evaluate.TI, "textboost_settings": evaluate.TEXTBOOST,
            "rows": {name: {"per_concept": per, "mean": means[name], "settings": PERSONALISATION[name][1]}

@@ -14,7 +14,7 @@ from ..trainers.data import digest, prepare_pixels
 from ..trainers.files import check_name
 from ..trainers.lora import ALL_TARGETS, TextLora, parse_targets
 from ..trainers.runs import RunFolder
-from ..trainers.textboost import TextBoost, load_prior_captions
+from ..trainers.textboost import TextBoost, check_kp_weight, load_prior_captions
 from . import common
 from .progress import Reporter
 
@@ -127,11 +127,8 @@ class TrainTextBoost(io.ComfyNode):
         if not class_word:
             raise ValueError("The class word is empty: say what the subject is, e.g. 'dog' or 'backpack'.")
         init = " ".join(s(init_words or [""], "init_words").split()) or class_word
-        rank, kp, steps = s(lora_rank, "lora_rank"), s(kp_weight, "kp_weight"), s(steps, "steps")
-        if kp < 0:
-            raise ValueError(f"kp_weight {kp} is negative: use 0 (off) or more (TextBoost uses 0.1).")
-        if rank < 1:
-            raise ValueError(f"lora_rank {rank} is below 1: use 1 or more (TextBoost uses 4).")
+        rank, steps = s(lora_rank, "lora_rank"), s(steps, "steps")
+        kp = check_kp_weight(s(kp_weight, "kp_weight"))
         targets = parse_targets(s(lora_targets, "lora_targets"))
         tpl = templates.resolve(s(template_set, "template_set"), s(custom_templates or [""], "custom_templates"))
         prior = load_prior_captions(s(prior_captions or [""], "prior_captions"))
@@ -156,6 +153,7 @@ class TrainTextBoost(io.ComfyNode):
         emb_dir = common.models_dir("embeddings")
         emb_path = os.path.join(emb_dir, name + ".safetensors")
         with torch.inference_mode(False):
+            lora = TextLora(clip, targets, rank, seed=seed, device=diffusion.device)     # checks rank and targets
             pixels = prepare_pixels(images, resolution)
             if len(pixels) > 1:
                 log.warning("TextBoost is made for one image; %d were given. They should all show the same "
@@ -165,7 +163,6 @@ class TrainTextBoost(io.ComfyNode):
                 latents = torch.cat([diffusion.to_model_latents(vae.encode(pool[i:i + 16]).float())
                                      for i in range(0, len(pool), 16)]).clone()
             config["images"], config["images_digest"] = len(pixels), digest(pixels)
-            lora = TextLora(clip, targets, rank, seed=seed, device=diffusion.device)
             method = TextBoost(diffusion, text, latents, edits, tpl, class_word, init, prior, lora, batch_size,
                                aug_tokens=config["augmentation_tokens"], kp_weight=kp, timesteps=config["timesteps"],
                                lora_lr=config["lora_learning_rate"], token_lr=config["token_learning_rate"])
@@ -176,8 +173,9 @@ class TrainTextBoost(io.ComfyNode):
             def save(steps_done: int):
                 m = {**meta, "steps": steps_done}
                 formats.save_embedding(emb_path, method.instance_vectors(), m)
-                formats.save_lora(lora_path, lora.kohya_state_dict(), m)
-                files.save_safetensors({**{f"lora.{k}": v for k, v in lora.kohya_state_dict().items()},
+                lora_sd = lora.kohya_state_dict()
+                formats.save_lora(lora_path, lora_sd, m)
+                files.save_safetensors({**{f"lora.{k}": v for k, v in lora_sd.items()},
                                         **{f"token.{k}": v for k, v in method.augmentation_vectors().items()},
                                         **{f"instance.{k}": v for k, v in method.instance_vectors().items()}},
                                        os.path.join(run.path, "textboost.safetensors"), m)

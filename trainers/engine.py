@@ -89,6 +89,7 @@ def train(method: Method, run: RunFolder, *, steps: int, schedule: Schedule, see
     """Run `method` to `steps` total steps in `run`, resuming from its latest checkpoint.
     `max_grad_norm` > 0 clips the global gradient norm before each optimiser step."""
     params = method.trainable()
+    param_list = list(params.values())
     groups = []
     for g in method.param_groups():
         names = g["params"]
@@ -137,13 +138,13 @@ def train(method: Method, run: RunFolder, *, steps: int, schedule: Schedule, see
                 if scaler is None:
                     loss.backward()
                     if max_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(list(params.values()), max_grad_norm)
+                        torch.nn.utils.clip_grad_norm_(param_list, max_grad_norm)
                     optimizer.step()
                 else:                                  # fp16 weights: scale so small gradients survive
                     scaler.scale(loss).backward()
                     if max_grad_norm:
                         scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(list(params.values()), max_grad_norm)
+                        torch.nn.utils.clip_grad_norm_(param_list, max_grad_norm)
                     scaler.step(optimizer)
                     scaler.update()
                 method.after_step(step)

@@ -43,6 +43,8 @@ import comfy.utils
 import folder_paths
 import latent_preview
 
+from . import sampling
+
 CONCEPT_KEY = "texttune_concept"   # CONDITIONING extras key: {"positions": (...), "concept": "..."}
 ORDER = ("concept", "positive", "negative", "reference")   # cond before uncond, as the core guider
 
@@ -100,12 +102,6 @@ def fusion_coefficients(sigma, sigma_next, eta: float):
 def fusion_update(x, denoised, sigma, sigma_next, eta: float, z):
     c_eps, c_noise = fusion_coefficients(sigma, sigma_next, eta)
     return x - c_eps * ((x - denoised) / sigma) + c_noise * z
-
-
-def ddim_step(x, denoised, sigma, sigma_next):
-    """Deterministic DDIM from sigma to sigma_next, computed as the core Euler sampler does."""
-    d = (x - denoised) / sigma
-    return x + d * (sigma_next - sigma)
 
 
 @dataclass(frozen=True)
@@ -173,7 +169,7 @@ def sample(refine, fuse, x, sigmas, settings: FusionSettings, noise_sampler, cal
         denoised = refine(x, sigma * s_in)
         if callback is not None:
             callback(i, denoised, x, steps)
-        x = ddim_step(x, denoised, sigma, sigma_next)
+        x = sampling.ddim_step(x, denoised, sigma, sigma_next)
     return x
 
 

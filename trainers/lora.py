@@ -57,7 +57,7 @@ class TextLora:
 
     def __init__(self, clip, targets: list[str], rank: int, alpha: float | None = None, seed: int = 0, device=None):
         if rank < 1:
-            raise ValueError(f"LoRA rank {rank} is below 1: use 1 or more (TextBoost uses 4).")
+            raise ValueError(f"lora_rank {rank} is below 1: use 1 or more (TextBoost uses 4).")
         alpha = float(rank if alpha is None else alpha)
         cond_model = clip.cond_stage_model
         keys = [k for k in ("l", "g", "h") if hasattr(cond_model, f"clip_{k}")]

@@ -28,7 +28,10 @@ def ddim_sigmas(table: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def ddim_step(x: torch.Tensor, denoised: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
-    return denoised + (x - denoised) * (sigma_next / sigma)
+    """Deterministic DDIM from sigma to sigma_next, computed as the core Euler sampler does (same
+    arithmetic order, so a sampler built on it can equal the core one bit for bit)."""
+    d = (x - denoised) / sigma
+    return x + d * (sigma_next - sigma)
 
 
 def guided(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:

@@ -49,6 +49,12 @@ def load_prior_captions(user_text: str | None = None) -> list[str]:
     return lines
 
 
+def check_kp_weight(kp_weight: float) -> float:
+    if kp_weight < 0:
+        raise ValueError(f"kp_weight {kp_weight} is negative: use 0 (off) or more (TextBoost uses 0.1).")
+    return kp_weight
+
+
 class TextBoost(engine.Method):
     oom_advice = "lower the batch size or the resolution"
 
@@ -56,9 +62,7 @@ class TextBoost(engine.Method):
                  templates: list[str], class_word: str, init_words: str, prior_captions: list[str],
                  lora: TextLora, batch_size: int, aug_tokens: bool = True, kp_weight: float = 0.1,
                  timesteps: str = "snr", lora_lr: float = 1e-4, token_lr: float = 1e-3):
-        if kp_weight < 0:
-            raise ValueError(f"Knowledge-preservation weight {kp_weight} is negative: use 0 (off) or more "
-                             f"(TextBoost uses 0.1).")
+        check_kp_weight(kp_weight)
         self.diffusion, self.text, self.lora = diffusion, text, lora
         self.latents, self.edits, self.templates = latents, edits, templates
         self.class_word, self.prior = class_word, prior_captions
