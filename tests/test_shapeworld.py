@@ -13,9 +13,10 @@ from texttune.shapeworld import classifier, evaluate, model, world
 
 # Stated accuracies (measured figures are in bench/results/quality.json and shapeworld/weights/*.json).
 CLASSIFIER_MIN = 0.95
-# On the 12 fixed prompts of test_model_follows_prompts the committed model scores 0.75 all three
-# (9/12; colour and background 12/12); bench/quality.py's 72 prompts give 0.69.
-FOLLOWING_MIN = 0.6
+# On the 12 fixed prompts of test_model_follows_prompts the committed model scores 0.917 all three
+# (11/12; colour and background 12/12); bench/quality.py's 72 prompts give 0.875. The test asks for
+# issue 3's goal, 0.8.
+FOLLOWING_MIN = 0.8
 COLOUR_MIN = 0.9
 
 
