@@ -1,4 +1,5 @@
-"""TextTuneTrainRewardTextEncoder: TextCraftor, the text encoder fine-tuned against image rewards."""
+"""Reward fine-tuning through an unrolled sampler: TextCraftor (the text encoder, stage 1) and a
+UNet LoRA (stage 2, AlignProp-style)."""
 import hashlib
 import os
 
@@ -11,7 +12,8 @@ from ..trainers import engine, formats, plot, text_encoders
 from ..trainers.comfy_adapter import Diffusion, TextEncoder
 from ..trainers.files import check_name
 from ..trainers.runs import RunFolder
-from ..trainers.textcraftor import TextCraftor, parse_prompts
+from ..trainers.lora import ALL_UNET_TARGETS, UNET_TARGETS, UnetLora, parse_targets
+from ..trainers.textcraftor import RewardLora, TextCraftor, parse_prompts
 from . import common
 from .progress import Reporter
 from .rewards import RewardType
@@ -39,6 +41,69 @@ def read_prompt_file(rel: str) -> list[str]:
     return prompts
 
 
+def unroll_inputs(what: str) -> list:
+    """The inputs both reward trainers share, after their own first ones."""
+    return [
+        io.Model.Input("model", tooltip="The diffusion model (SD1.x or SD2.x)." + (
+            " Frozen." if what == "encoder" else " Frozen; a LoRA on its attention layers trains.")),
+        io.Clip.Input("clip", tooltip=(
+            "Its text encoder: the starting point. A trainable copy of its weights is trained; the input CLIP "
+            "itself is not changed." if what == "encoder" else
+            "Its text encoder, frozen. Connect the CLIP from Train Text Encoder on Rewards to tune the UNet on "
+            "top of a TextCraftor encoder (TextCraftor + UNet).")),
+        io.Vae.Input("vae", tooltip="Decodes the sampled latents with gradients for the reward. A TAESD "
+                                    "(core Load VAE: taesd) decodes far cheaper, at the cost of judging "
+                                    "TAESD's pictures."),
+        RewardType.Input("reward", tooltip="What to raise: from Load Reward Model or Combine Rewards "
+                                           "(TextCraftor: 0.5 CLIP score + 1 aesthetic + 1 PickScore + 1 HPS)."),
+        io.String.Input("prompts", multiline=True, default="",
+                        tooltip="Training prompts, one per line (and/or a prompt file below). Each must fit "
+                                "one 77-token pass of the text encoder."),
+        io.String.Input("prompt_file", default="",
+                        tooltip="Optional text file with one prompt per line, as a path inside ComfyUI's "
+                                "input folder (e.g. prompts.txt). Files outside that folder are refused."),
+    ]
+
+
+def unroll_settings(steps: int, lr: float, lr_tip: str, batch_tip: str) -> list:
+    return [
+        io.Int.Input("steps", default=steps, min=1, max=1000000,
+                     tooltip="Optimisation steps (iterations). TextCraftor saw gains within 500-1000 "
+                             "iterations of 32 prompts."),
+        io.Float.Input("learning_rate", default=lr, min=1e-9, max=1e-1, step=1e-7, round=1e-9, tooltip=lr_tip),
+        io.Int.Input("batch_size", default=1, min=1, max=64, tooltip=batch_tip),
+        io.Int.Input("sampling_steps", default=25, min=1, max=200,
+                     tooltip="DDIM steps of each training image (TextCraftor: 25)."),
+        io.Int.Input("grad_steps", default=5, min=1, max=200,
+                     tooltip="K: the last K sampling steps keep their gradient, the earlier ones run without "
+                             "(TextCraftor: 5 of 25). Memory and time grow with K."),
+        io.Float.Input("cfg", default=7.5, min=0.0, max=30.0, step=0.1,
+                       tooltip="Classifier-free guidance scale of the training images (TextCraftor: 7.5). "
+                               "The negative is the empty prompt."),
+        io.Int.Input("resolution", default=512, min=64, max=2048, step=64,
+                     tooltip="Size of the training images in pixels (512 for SD1.5, 768 for SD2)."),
+        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF,
+                     tooltip="Seed of the prompt order and the noise; the same seed repeats the run exactly."),
+        io.Int.Input("save_every", default=100, min=0, max=1000000,
+                     tooltip="Save a resumable checkpoint (trained weights and AdamW's state) every N steps "
+                             "(0: only at the end or on cancel)."),
+    ]
+
+
+def run_config(method: str, name: str, model, reward, lines: list[str], **settings) -> dict:
+    return {"method": method, "name": name, "reward": reward.label, "prompts": len(lines),
+            "prompts_digest": hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16], **settings,
+            "base_model": type(model.model.model_config).__name__}
+
+
+def prompt_lines(prompts: str, prompt_file: str) -> list[str]:
+    lines = parse_prompts(prompts) + read_prompt_file(prompt_file)
+    if not lines:
+        raise ValueError("No prompts: write one prompt per line in 'prompts', or give a prompt file in "
+                         f"ComfyUI's input folder ({folder_paths.get_input_directory()}).")
+    return lines
+
+
 class TrainRewardTextEncoder(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -51,51 +116,18 @@ class TrainRewardTextEncoder(io.ComfyNode):
                         "models/text_encoders/<name>.safetensors (HF CLIPTextModel keys: the core Load CLIP node and "
                         "Load Fine-Tuned Text Encoder load it). The model, VAE, reward and input CLIP are not changed.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (frozen; SD1.x or SD2.x)."),
-                io.Clip.Input("clip", tooltip="Its text encoder: the starting point. A trainable copy of its weights "
-                                              "is trained; the input CLIP itself is not changed."),
-                io.Vae.Input("vae", tooltip="Decodes the sampled latents with gradients for the reward. A TAESD "
-                                            "(core Load VAE: taesd) decodes far cheaper, at the cost of judging "
-                                            "TAESD's pictures."),
-                RewardType.Input("reward", tooltip="What to raise: from Load Reward Model or Combine Rewards "
-                                                   "(TextCraftor: 0.5 CLIP score + 1 aesthetic + 1 PickScore + "
-                                                   "1 HPS)."),
-                io.String.Input("prompts", multiline=True, default="",
-                                tooltip="Training prompts, one per line (and/or a prompt file below). Each must fit "
-                                        "one 77-token pass of the text encoder."),
-                io.String.Input("prompt_file", default="",
-                                tooltip="Optional text file with one prompt per line, as a path inside ComfyUI's "
-                                        "input folder (e.g. prompts.txt). Files outside that folder are refused."),
+                *unroll_inputs("encoder"),
                 io.String.Input("encoder_name", default="textcraftor",
                                 tooltip="Name of the saved file models/text_encoders/<name>.safetensors. Letters, "
                                         "digits, _ - . only."),
-                io.Int.Input("steps", default=1000, min=1, max=1000000,
-                             tooltip="Optimisation steps (iterations). TextCraftor saw gains within 500-1000 "
-                                     "iterations of 32 prompts."),
-                io.Float.Input("learning_rate", default=1e-6, min=1e-9, max=1e-2, step=1e-7, round=1e-9,
-                               tooltip="AdamW learning rate of the text encoder (TextCraftor: 1e-6), constant; "
-                                       "weight decay 0.01, no gradient clipping, as the official code."),
-                io.Int.Input("batch_size", default=1, min=1, max=64,
-                             tooltip="Prompts per step. TextCraftor: 4 per GPU on eight 80 GB GPUs; every prompt "
-                                     "costs a full sampling run and a decode with gradients."),
-                io.Int.Input("sampling_steps", default=25, min=1, max=200,
-                             tooltip="DDIM steps of each training image (TextCraftor: 25)."),
-                io.Int.Input("grad_steps", default=5, min=1, max=200,
-                             tooltip="K: the last K sampling steps use the trainable encoder and keep their "
-                                     "gradient; the earlier ones use the original encoder without gradient "
-                                     "(TextCraftor: 5 of 25). Memory and time grow with K."),
-                io.Float.Input("cfg", default=7.5, min=0.0, max=30.0, step=0.1,
-                               tooltip="Classifier-free guidance scale of the training images (TextCraftor: 7.5). "
-                                       "The negative is the empty prompt through the trainable encoder."),
-                io.Int.Input("resolution", default=512, min=64, max=2048, step=64,
-                             tooltip="Size of the training images in pixels (512 for SD1.5, 768 for SD2)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF,
-                             tooltip="Seed of the prompt order and the noise; the same seed repeats the run exactly."),
-                io.Int.Input("save_every", default=100, min=0, max=1000000,
-                             tooltip="Save a resumable checkpoint every N steps (0: only at the end or on cancel). "
-                                     "A checkpoint holds the encoder and AdamW's state: about 1.5 GB for CLIP-L."),
+                *unroll_settings(1000, 1e-6, "AdamW learning rate of the text encoder (TextCraftor: 1e-6), "
+                                             "constant; weight decay 0.01, no gradient clipping, as the official "
+                                             "code.",
+                                 "Prompts per step. TextCraftor: 4 per GPU on eight 80 GB GPUs; every prompt "
+                                 "costs a full sampling run and a decode with gradients."),
                 io.String.Input("run_name", default="", tooltip="Run folder under output/texttune/ (default "
-                                "textcraftor-<encoder_name>). Queueing the same run again resumes it."),
+                                "textcraftor-<encoder_name>). Queueing the same run again resumes it. A checkpoint "
+                                "holds the encoder and AdamW's state: about 1.5 GB for CLIP-L."),
             ],
             outputs=[
                 io.Clip.Output(display_name="CLIP", tooltip="A copy of the CLIP with the trained encoder (the "
@@ -112,24 +144,18 @@ class TrainRewardTextEncoder(io.ComfyNode):
                 sampling_steps, grad_steps, cfg, resolution, seed, save_every, run_name) -> io.NodeOutput:
         name = check_name((encoder_name or "").strip(), "Encoder name")
         run_name = check_name((run_name or "").strip() or f"textcraftor-{name}", "Run name")
-        lines = parse_prompts(prompts) + read_prompt_file(prompt_file)
-        if not lines:
-            raise ValueError("No prompts: write one prompt per line in 'prompts', or give a prompt file in "
-                             f"ComfyUI's input folder ({folder_paths.get_input_directory()}).")
+        lines = prompt_lines(prompts, prompt_file)
         path = os.path.join(common.models_dir("text_encoders"), name + ".safetensors")
         formats.check_overwrite(path, name, "A text-encoder", key="name")
         diffusion, text = Diffusion(model), TextEncoder(clip)
         common.check_model_clip_match(diffusion, text)
-        config = {"method": "textcraftor", "encoder_name": name, "reward": reward.label, "prompts": len(lines),
-                  "prompts_digest": hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16], "steps": steps,
-                  "learning_rate": learning_rate, "batch_size": batch_size, "sampling_steps": sampling_steps,
-                  "grad_steps": grad_steps, "cfg": cfg, "resolution": resolution, "seed": seed,
-                  "save_every": save_every, "base_model": type(model.model.model_config).__name__}
+        unroll = dict(batch_size=batch_size, sampling_steps=sampling_steps, grad_steps=grad_steps, cfg=cfg,
+                      resolution=resolution, seed=seed)
+        config = run_config("textcraftor", name, model, reward, lines, steps=steps, learning_rate=learning_rate,
+                            save_every=save_every, **unroll)
         node_id = cls.hidden.unique_id if cls.hidden else None
         with torch.inference_mode(False):
-            method = TextCraftor(diffusion, text, vae, reward, lines, batch_size=batch_size,
-                                 sampling_steps=sampling_steps, grad_steps=grad_steps, cfg=cfg,
-                                 resolution=resolution, seed=seed)
+            method = TextCraftor(diffusion, text, vae, reward, lines, **unroll)
             run = RunFolder(common.runs_root(), run_name, config)
             meta = {"name": name, "method": "textcraftor", "base_model": config["base_model"], "run": run_name,
                     "reward": reward.label, "grad_steps": grad_steps, "sampling_steps": sampling_steps}
@@ -146,3 +172,84 @@ class TrainRewardTextEncoder(io.ComfyNode):
         tensors = {k: v.to(clip.patcher.offload_device) for k, v in tensors.items()}   # patches live off the GPU
         out_clip = text_encoders.apply(clip, text_encoders.full_weights(tensors, name), 1.0)
         return io.NodeOutput(out_clip, name, losses, ui=common.output_image_ui(png))
+
+
+# AlignProp's aesthetic and HPS settings: AdamW at 1e-3 with weight decay 0.1, the gradient of 0.01 x the
+# loss clipped to norm 5 (here: the gradient of the loss clipped to 5 / 0.01).
+LORA_WEIGHT_DECAY, LORA_MAX_GRAD_NORM = 0.1, 500.0
+
+
+class TrainRewardLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TextTuneTrainRewardLoRA",
+            display_name="Train UNet LoRA on Rewards (TextCraftor + UNet, TextTune)",
+            category="TextTune/train",
+            description="Trains a LoRA on the UNet's attention layers so that images drawn from your prompts score "
+                        "higher on a reward model, by backpropagating the reward through the last sampling steps "
+                        "(AlignProp; TextCraftor's second stage). Saves models/loras/<name>.safetensors with kohya "
+                        "lora_unet_ keys: the core Load LoRA node applies it (as do A1111, Forge and kohya). The "
+                        "model, CLIP, VAE and reward are not changed.",
+            inputs=[
+                *unroll_inputs("lora"),
+                io.String.Input("lora_name", default="reward-lora",
+                                tooltip="Name of the saved file models/loras/<name>.safetensors. Letters, digits, "
+                                        "_ - . only."),
+                io.Int.Input("lora_rank", default=4, min=1, max=128, tooltip="LoRA rank (AlignProp: 4)."),
+                io.String.Input("lora_targets", default=ALL_UNET_TARGETS,
+                                tooltip=f"Which projections of every attention block (self and cross) get a LoRA: "
+                                        f"any of {', '.join(UNET_TARGETS)}, comma-separated."),
+                *unroll_settings(500, 1e-3, "AdamW learning rate of the LoRA (AlignProp: 1e-3), constant; weight "
+                                            "decay 0.1 and gradient-norm clipping, as AlignProp.",
+                                 "Prompts per step. TextCraftor trained the UNet with 1 per GPU."),
+                io.String.Input("run_name", default="", tooltip="Run folder under output/texttune/ (default "
+                                "reward-lora-<lora_name>). Queueing the same run again resumes it."),
+            ],
+            outputs=[
+                io.Model.Output(display_name="MODEL", tooltip="A copy of the model with the LoRA applied (the "
+                                                              "input MODEL is unchanged)."),
+                io.String.Output(display_name="name", tooltip="Name of the saved LoRA file."),
+                io.LossMap.Output(display_name="loss", tooltip="Per step: the loss (−Σγ·s·reward) and each "
+                                                               "reward's score, for the core Plot Loss Graph node."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, vae, reward, prompts, prompt_file, lora_name, lora_rank, lora_targets, steps,
+                learning_rate, batch_size, sampling_steps, grad_steps, cfg, resolution, seed, save_every,
+                run_name) -> io.NodeOutput:
+        import comfy.sd
+        name = check_name((lora_name or "").strip(), "LoRA name")
+        run_name = check_name((run_name or "").strip() or f"reward-lora-{name}", "Run name")
+        targets = parse_targets(lora_targets, UNET_TARGETS)
+        lines = prompt_lines(prompts, prompt_file)
+        path = os.path.join(common.models_dir("loras"), name + ".safetensors")
+        formats.check_overwrite(path, name, "A LoRA", key="name")
+        diffusion, text = Diffusion(model), TextEncoder(clip)
+        common.check_model_clip_match(diffusion, text)
+        unroll = dict(batch_size=batch_size, sampling_steps=sampling_steps, grad_steps=grad_steps, cfg=cfg,
+                      resolution=resolution, seed=seed)
+        config = run_config("reward-lora", name, model, reward, lines, steps=steps, learning_rate=learning_rate,
+                            lora_rank=lora_rank, lora_targets=targets, save_every=save_every, **unroll)
+        node_id = cls.hidden.unique_id if cls.hidden else None
+        with torch.inference_mode(False):
+            lora = UnetLora(model, targets, lora_rank, seed=seed, device=diffusion.device)
+            method = RewardLora(diffusion, text, vae, reward, lines, lora, **unroll)
+            run = RunFolder(common.runs_root(), run_name, config)
+            meta = {"name": name, "method": "reward-lora", "base_model": config["base_model"], "run": run_name,
+                    "reward": reward.label, "grad_steps": grad_steps, "sampling_steps": sampling_steps,
+                    "lora_targets": ",".join(targets)}
+
+            def save(steps_done: int):
+                formats.save_lora(path, lora.kohya_state_dict(), {**meta, "steps": steps_done}, key="name")
+            result = common.train_and_save(method, run, save, steps=steps, seed=seed, save_every=save_every,
+                                           schedule=engine.Schedule(learning_rate, steps),
+                                           weight_decay=LORA_WEIGHT_DECAY, max_grad_norm=LORA_MAX_GRAD_NORM,
+                                           node_id=node_id, on_step=Reporter(node_id, run_name))
+            lora_sd = lora.kohya_state_dict()
+        losses = common.loss_map(run, result)
+        png = plot.loss_plot({"loss": result.losses}, run.plot_path)
+        out_model, _ = comfy.sd.load_lora_for_models(model, None, lora_sd, 1.0, 0.0)   # what the core LoraLoader does
+        return io.NodeOutput(out_model, name, losses, ui=common.output_image_ui(png))

@@ -33,6 +33,14 @@ UNET = {
 CLIP = {"hidden_size": WIDTH, "intermediate_size": 64, "num_attention_heads": 2,
         "num_hidden_layers": 2, "projection_dim": WIDTH}
 
+# SD1.5's UNet layout (random weights or the meta device: benchmarks and layout tests at real size)
+SD15_UNET = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+             "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
+             "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4],
+             "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 768, "num_heads": 8,
+             "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], "use_temporal_attention": False,
+             "use_temporal_resblock": False}
+
 
 def init_weights_(module, seed):
     """comfy ops skip reset_parameters(), so weights start as torch.empty garbage."""
@@ -79,6 +87,18 @@ def make_model(seed=0):
     cfg = TinySD(dict(UNET))
     cfg.set_inference_dtype(torch.float32, None)
     model = comfy.model_base.BaseModel(cfg, model_type=comfy.model_base.ModelType.EPS, device=torch.device("cpu"))
+    init_weights_(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def make_sd15_model(device="meta", seed=0):
+    """A UNet MODEL of SD1.5's size: on the meta device (layout only, no memory) or with random weights."""
+    cfg = comfy.supported_models.SD15(dict(SD15_UNET))
+    cfg.set_inference_dtype(torch.float32, None)
+    model = comfy.model_base.BaseModel(cfg, model_type=comfy.model_base.ModelType.EPS, device=torch.device(device))
+    if device == "meta":
+        return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("meta"),
+                                                offload_device=torch.device("meta"))
     init_weights_(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
 

@@ -32,14 +32,15 @@ def save_embedding(path: str, vectors: dict[str, torch.Tensor], metadata: dict) 
     return files.save_safetensors(embedding_tensors(vectors), path, {**metadata, "format": TEXTTUNE_FORMAT})
 
 
-def save_lora(path: str, tensors: dict[str, torch.Tensor], metadata: dict) -> str:
-    """A kohya-layout LoRA (`lora_te…` keys) with kohya's ss_* fields, so tools that list them show
-    rank and alpha."""
-    check_overwrite(path, metadata.get("token"), "A LoRA")
+def save_lora(path: str, tensors: dict[str, torch.Tensor], metadata: dict, key: str = "token") -> str:
+    """A kohya-layout LoRA (`lora_te…` or `lora_unet_…` keys) with kohya's ss_* fields, so tools that
+    list them show rank and alpha; `metadata[key]` owns the file."""
+    check_overwrite(path, metadata.get(key), "A LoRA", key=key)
     alpha = next((float(v) for k, v in tensors.items() if k.endswith(".alpha")), None)
     rank = next((v.shape[0] for k, v in tensors.items() if k.endswith(".lora_down.weight")), None)
+    only = "train_unet_only" if all(k.startswith("lora_unet_") for k in tensors) else "train_text_encoder_only"
     ss = {"ss_network_module": "networks.lora", "ss_network_dim": rank, "ss_network_alpha": alpha,
-          "ss_network_args": '{"train_text_encoder_only": true}'}
+          "ss_network_args": f'{{"{only}": true}}'}
     return files.save_safetensors(tensors, path, {**ss, **metadata, "format": TEXTTUNE_FORMAT})
 
 

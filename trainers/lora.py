@@ -1,11 +1,16 @@
-"""Trainable LoRA on a CLIP text encoder, saved in kohya's `lora_te…` layout that ComfyUI's core
-LoraLoader (and A1111, Forge, kohya) apply to the same weights.
+"""Trainable LoRA on linear layers, saved in kohya's layout that ComfyUI's core LoraLoader (and
+A1111, Forge, kohya) apply to the same weights:
+
+- `TextLora`: the text encoder(s) of a CLIP, keys `lora_te_…` (`lora_te1_`/`lora_te2_` for SDXL);
+- `UnetLora`: the attention projections of a UNet, keys `lora_unet_…` in kohya's diffusers-style
+  names (`lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q`).
 
 delta W = up @ down * (alpha / rank), with down [rank, in] ~ N(0, 1/rank) and up [out, rank] = 0
-(peft's "gaussian" init, as TextBoost uses), so training starts from the unchanged encoder.
+(peft's "gaussian" init, as TextBoost uses), so training starts from the unchanged model.
 The LoRA runs as a temporary forward wrapper on the targeted linear layers inside `applied()`;
-the CLIP's own weights and modules are never changed, and `disabled()` gives the original encoder
-(TextBoost's frozen copy for the knowledge-preservation loss) at no memory cost.
+the model's own weights and modules are never changed, and `disabled()` gives the original
+model (TextBoost's frozen copy for the knowledge-preservation loss) at no memory cost.
+Every key is checked against ComfyUI's own LoRA key map when the LoRA is built.
 """
 import contextlib
 import re
@@ -14,21 +19,27 @@ import torch
 import torch.nn.functional as F
 
 import comfy.lora
+import comfy.utils
 
 # target name -> the module inside each text-encoder layer
 TARGETS = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
            "out": "self_attn.out_proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
 ALL_TARGETS = "q, k, v, out, fc1, fc2"
+# target name -> the module inside each UNet attention block (attn1: self-, attn2: cross-attention)
+UNET_TARGETS = {"to_q": "to_q", "to_k": "to_k", "to_v": "to_v", "to_out": "to_out.0"}
+ALL_UNET_TARGETS = "to_q, to_k, to_v, to_out"
 _LAYER = re.compile(r"(?:^|\.)encoder\.layers\.(\d+)\.(.+)$")
+_ATTENTION = re.compile(r"\.transformer_blocks\.\d+\.attn[12]\.(.+)$")
 
 
-def parse_targets(text: str) -> list[str]:
-    """"q, k, v" -> ["q", "k", "v"]; unknown names are an error listing the valid ones."""
+def parse_targets(text: str, table: dict = TARGETS) -> list[str]:
+    """"q, k, v" -> ["q", "k", "v"]; unknown names are an error listing the valid ones of `table`."""
     names = [t.strip().lower() for t in re.split(r"[,\s]+", text or "") if t.strip()]
-    bad = [n for n in names if n not in TARGETS]
+    bad = [n for n in names if n not in table]
     if not names or bad:
+        example = ALL_TARGETS if table is TARGETS else ALL_UNET_TARGETS
         raise ValueError(f"LoRA targets {text!r}: {'unknown ' + ', '.join(bad) if bad else 'none given'}. "
-                         f"Valid targets: {', '.join(TARGETS)} (comma-separated), e.g. '{ALL_TARGETS}' or 'q, k, v'.")
+                         f"Valid targets: {', '.join(table)} (comma-separated), e.g. '{example}'.")
     return list(dict.fromkeys(names))
 
 
@@ -52,36 +63,28 @@ class LoraModule(torch.nn.Module):
         return F.linear(F.linear(x.to(self.down.dtype), self.down), self.up) * self.scale
 
 
-class TextLora:
-    """LoRA modules on the `targets` of every layer of every text encoder of `clip`."""
+class LinearLora:
+    """LoRA modules on a set of linear layers, each under its kohya name (filled in by subclasses)."""
+    what = "model"
 
-    def __init__(self, clip, targets: list[str], rank: int, alpha: float | None = None, seed: int = 0, device=None):
+    def __init__(self, rank: int, alpha: float | None, seed: int):
         if rank < 1:
-            raise ValueError(f"lora_rank {rank} is below 1: use 1 or more (TextBoost uses 4).")
-        alpha = float(rank if alpha is None else alpha)
-        cond_model = clip.cond_stage_model
-        keys = [k for k in ("l", "g", "h") if hasattr(cond_model, f"clip_{k}")]
-        key_map = comfy.lora.model_lora_keys_clip(cond_model, {})
-        wanted = {TARGETS[t] for t in targets}
-        g = torch.Generator(device="cpu").manual_seed(seed)
-        self.rank, self.alpha, self.enabled = rank, alpha, True
+            raise ValueError(f"lora_rank {rank} is below 1: use 1 or more (TextBoost and AlignProp use 4).")
+        self.rank, self.alpha, self.enabled = rank, float(rank if alpha is None else alpha), True
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.modules: dict[str, tuple[torch.nn.Module, LoraModule]] = {}     # kohya name -> (linear, lora)
-        for key in keys:
-            encoder = getattr(cond_model, f"clip_{key}")
-            for name, m in encoder.named_modules():
-                hit = _LAYER.search(name)
-                if not hit or hit.group(2) not in wanted or not hasattr(m, "weight"):
-                    continue
-                inner = name.split("transformer.", 1)[1] if name.startswith("transformer.") else name
-                kohya = kohya_prefix(key, keys) + inner.replace(".", "_")
-                model_key = f"clip_{key}.{name}.weight"
-                if key_map.get(kohya) != model_key:
-                    raise RuntimeError(f"ComfyUI would not apply LoRA key {kohya} to {model_key}; this text "
-                                       f"encoder layout is not supported for LoRA training.")
-                self.modules[kohya] = (m, LoraModule(m, rank, alpha, g, device or m.weight.device))
+
+    def _add(self, kohya: str, model_key: str, key_map: dict, linear: torch.nn.Module, device):
+        if key_map.get(kohya) != model_key:
+            raise RuntimeError(f"ComfyUI would not apply LoRA key {kohya} to {model_key}; this {self.what} "
+                               f"layout is not supported for LoRA training.")
+        self.modules[kohya] = (linear, LoraModule(linear, self.rank, self.alpha, self.generator,
+                                                  device or linear.weight.device))
+
+    def _check_found(self, targets: list[str], table: dict):
         if not self.modules:
-            raise ValueError(f"LoRA targets {', '.join(targets)} match no layer of this text encoder. "
-                             f"Valid targets: {', '.join(TARGETS)}.")
+            raise ValueError(f"LoRA targets {', '.join(targets)} match no layer of this {self.what}. "
+                             f"Valid targets: {', '.join(table)}.")
 
     def parameters(self) -> dict[str, torch.nn.Parameter]:
         out = {}
@@ -114,7 +117,7 @@ class TextLora:
 
     @contextlib.contextmanager
     def disabled(self):
-        """The original encoder, for as long as the block runs."""
+        """The original model, for as long as the block runs."""
         was, self.enabled = self.enabled, False
         try:
             yield
@@ -129,3 +132,56 @@ class TextLora:
             sd[f"{kohya}.lora_up.weight"] = lora.up.detach().float().cpu().contiguous()
             sd[f"{kohya}.alpha"] = torch.tensor(self.alpha)
         return sd
+
+
+class TextLora(LinearLora):
+    """LoRA modules on the `targets` of every layer of every text encoder of `clip`."""
+    what = "text encoder"
+
+    def __init__(self, clip, targets: list[str], rank: int, alpha: float | None = None, seed: int = 0, device=None):
+        super().__init__(rank, alpha, seed)
+        cond_model = clip.cond_stage_model
+        keys = [k for k in ("l", "g", "h") if hasattr(cond_model, f"clip_{k}")]
+        key_map = comfy.lora.model_lora_keys_clip(cond_model, {})
+        wanted = {TARGETS[t] for t in targets}
+        for key in keys:
+            encoder = getattr(cond_model, f"clip_{key}")
+            for name, m in encoder.named_modules():
+                hit = _LAYER.search(name)
+                if not hit or hit.group(2) not in wanted or not hasattr(m, "weight"):
+                    continue
+                inner = name.split("transformer.", 1)[1] if name.startswith("transformer.") else name
+                self._add(kohya_prefix(key, keys) + inner.replace(".", "_"), f"clip_{key}.{name}.weight", key_map,
+                          m, device)
+        self._check_found(targets, TARGETS)
+
+
+class UnetLora(LinearLora):
+    """LoRA modules on the `targets` of every attention block (self and cross) of a UNet MODEL,
+    named as kohya names SD UNets (from diffusers' module names), as AlignProp trains them."""
+    what = "diffusion model"
+
+    def __init__(self, model, targets: list[str], rank: int, alpha: float | None = None, seed: int = 0,
+                 device=None):
+        super().__init__(rank, alpha, seed)
+        base = model.model                                # comfy.model_base.BaseModel
+        unet = getattr(base, "diffusion_model", None)
+        config = getattr(base.model_config, "unet_config", {}) or {}
+        to_diffusers = {v: k for k, v in comfy.utils.unet_to_diffusers(config).items()}   # comfy key -> diffusers
+        if unet is None or not to_diffusers:
+            raise ValueError(f"{type(base).__name__} is not a UNet model (SD1.x, SD2.x or SDXL): a UNet LoRA can "
+                             f"only be trained on those.")
+        key_map = comfy.lora.model_lora_keys_unet(base, {})
+        wanted = {UNET_TARGETS[t] for t in targets}
+        for name, m in unet.named_modules():
+            hit = _ATTENTION.search(name)
+            if not hit or hit.group(1) not in wanted or not isinstance(getattr(m, "weight", None), torch.Tensor) \
+                    or m.weight.dim() != 2:
+                continue
+            diffusers = to_diffusers.get(f"{name}.weight")
+            if diffusers is None:
+                raise RuntimeError(f"UNet layer {name} has no diffusers name; this UNet layout is not supported "
+                                   f"for LoRA training.")
+            kohya = "lora_unet_" + diffusers[:-len(".weight")].replace(".", "_")
+            self._add(kohya, f"diffusion_model.{name}.weight", key_map, m, device)
+        self._check_found(targets, UNET_TARGETS)

@@ -1,24 +1,36 @@
-"""TextCraftor (Li et al., CVPR 2024; methods.md §1.1): fine-tune the text encoder against image rewards.
+"""Reward fine-tuning through an unrolled, checkpointed sampler (methods.md §1.1).
 
-As the released code does it, per iteration with a batch of prompts p and noise z_T:
+`RewardUnroll` is the shared part. As TextCraftor's released code does it, per iteration with a
+batch of prompts p and noise z_T:
 
-    E0 = [T_φ0(p), T_φ0("")]        the original encoder, no gradient
-    E  = [T_φ(p),  T_φ("")]         the trainable encoder (cond AND the empty-prompt uncond)
-    DDIM (eta 0, CFG w) over N steps from z_T: steps 1..N-K with E0 and no gradient, the last K with
-    E, each UNet call under gradient checkpointing; the gradient runs through z across those K steps
+    DDIM (eta 0, CFG w) over N steps from z_T: steps 1..N-K without gradient, the last K with
+    gradient, each of those UNet calls under gradient checkpointing; the gradient runs through z
+    across those K steps
     x̂ = VAE decoder(z_0)                       with gradient (the VAE is frozen)
     loss = −Σ γ·s·mean(R(x̂, p))                the reward's objective (rewards.py)
-    AdamW (torch defaults, weight decay 0.01) on φ only, constant LR, no gradient clipping (the
-    official clip_grad_norm_(…, 0.1) is commented out).
 
-φ is every weight of the text model (embeddings and final layer norm included), as float32 master
-weights (comfy_adapter.EncoderCopy); the CLIP's own weights stay the frozen φ0. The UNet, the VAE
-and the reward models are never trained. Timesteps are the official "leading" DDIM ones (25 steps:
-999, 959, ..., 39); the last step ends on the clean prediction (σ = 0, as ComfyUI's samplers) where
-the official scheduler stops at ᾱ_0 (σ ≈ 0.03). Where the official code hard-codes 25 steps, K here
-counts from the end of any number of steps. Prompts are drawn as epochs of a seeded shuffle, noise
-from the engine's per-step generator, so a resumed run repeats exactly.
+Timesteps are the official "leading" DDIM ones (25 steps: 999, 959, ..., 39); the last step ends
+on the clean prediction (σ = 0, as ComfyUI's samplers) where the official scheduler stops at ᾱ_0
+(σ ≈ 0.03). Where the official code hard-codes 25 steps, K here counts from the end of any number
+of steps. Prompts are drawn as epochs of a seeded shuffle, noise from the engine's per-step
+generator, so a resumed run repeats exactly. The UNet's weights, the VAE and the reward models are
+never trained.
+
+What trains differs:
+
+- `TextCraftor` (stage 1): the text encoder. Steps 1..N-K are conditioned by the original
+  encoder T_φ0, the last K by the trainable T_φ ([T_φ(p), T_φ("")]: cond AND the empty-prompt
+  uncond). φ is every weight of the text model (embeddings and final layer norm included), as
+  float32 master weights (comfy_adapter.EncoderCopy); the CLIP's own weights stay φ0. AdamW (torch
+  defaults, weight decay 0.01), constant LR 1e-6, no gradient clipping (the official
+  clip_grad_norm_(…, 0.1) is commented out).
+- `RewardLora` (stage 2, AlignProp-style): a LoRA on the UNet's attention projections, used at
+  every step (the model being tuned draws the whole chain), gradients from the last K; the text
+  encoder is frozen (connect stage 1's CLIP to tune on top of it). TextCraftor's own second stage
+  trains the full UNet at 1e-6; a LoRA is what AlignProp trains (rank 4, AdamW at 1e-3, weight decay
+  0.1, gradient norm clipped) and what every SD tool loads.
 """
+import contextlib
 import functools
 
 import torch
@@ -28,10 +40,11 @@ import comfy.model_management as mm
 
 from . import engine, sampling
 from .comfy_adapter import Diffusion, EncoderCopy, TextEncoder, decode, encoder_prefixes, trainable_session
+from .lora import UnetLora
 from .rewards import part_names
 
 OOM_ADVICE = ("lower grad_steps (K: each step that keeps its gradient stores a UNet call's inputs and replays it "
-              "in the backward pass), the batch size or the resolution")
+              "in the backward pass), the batch size or the resolution, or decode through a TAESD")
 
 
 def parse_prompts(text: str | None) -> list[str]:
@@ -64,12 +77,15 @@ def prompt_batch(prompts: list[str], batch: int, step: int, seed: int) -> list[s
     return [prompts[_epoch_order(n, seed, j // n)[j % n]] for j in range(step * batch, (step + 1) * batch)]
 
 
-class TextCraftor(engine.Method):
+
+
+class RewardUnroll(engine.Method):
+    """The unrolled, checkpointed sampling chain scored by a reward; subclasses say what trains."""
     oom_advice = OOM_ADVICE
 
     def __init__(self, diffusion: Diffusion, text: TextEncoder, vae, reward, prompts: list[str], *,
                  batch_size: int = 1, sampling_steps: int = 25, grad_steps: int = 5, cfg: float = 7.5,
-                 resolution: int = 512, seed: int = 0):
+                 resolution: int = 512, seed: int = 0, checkpointing: bool = True):
         if not prompts:
             raise ValueError("No prompts: write one prompt per line, or give a prompt file in ComfyUI's input "
                              "folder.")
@@ -97,14 +113,16 @@ class TextCraftor(engine.Method):
         reward.check_prompts(prompts)
         self.diffusion, self.text, self.vae, self.reward = diffusion, text, vae, reward
         self.prompts, self.batch_size, self.cfg, self.seed = prompts, batch_size, cfg, seed
-        self.grad_steps = grad_steps
+        self.grad_steps, self.checkpointing = grad_steps, checkpointing
+        self.prefix = prefixes[0]
         self.latent_shape = (channels, resolution // factor, resolution // factor)
         self.sigmas = sampling.ddim_sigmas(diffusion.sampling.sigmas, sampling_steps)
-        self.encoder = EncoderCopy(text.clip, prefixes[0], device=text.clip.patcher.load_device)
 
-    # -- what trains --------------------------------------------------------------------------
-    def trainable(self):
-        return self.encoder.params
+    # -- what the subclass decides --------------------------------------------------------------
+    def contexts(self, prompts: list[str], k: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """[cond; uncond] embeddings of the steps without gradient and of the last k steps (None
+        where there are no such steps)."""
+        raise NotImplementedError
 
     def session(self):
         return trainable_session([self.diffusion.patcher, self.vae.patcher, *self.reward.patchers], [self.text.clip])
@@ -115,15 +133,9 @@ class TextCraftor(engine.Method):
         return self.diffusion.device if torch.float16 in dtypes else None
 
     # -- the step -----------------------------------------------------------------------------
-    def embeddings(self, prompts: list[str], tuned: bool) -> torch.Tensor:
-        """[cond; uncond] [2B, T, D] of the trainable (`tuned`, with gradient) or the original encoder."""
-        tokens = [self.text.tokenize(p) for p in prompts + [""]]
-        if tuned:
-            with self.encoder.swapped():
-                cond, _ = self.text.encode_batch(tokens)
-        else:
-            with torch.no_grad():
-                cond, _ = self.text.encode_batch(tokens)
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        """[cond; uncond] [2B, T, D] of the CLIP's encoder as it is (callers choose grad or not)."""
+        cond, _ = self.text.encode_batch([self.text.tokenize(p) for p in prompts + [""]])
         b = len(prompts)
         return torch.cat([cond[:b], cond[b:].expand(b, -1, -1)])
 
@@ -133,22 +145,23 @@ class TextCraftor(engine.Method):
         return sampling.ddim_step(x, sampling.guided(cond, uncond, self.cfg), sigma, sigma_next)
 
     def latents(self, prompts: list[str], noise: torch.Tensor, grad_steps: int | None = None) -> torch.Tensor:
-        """z_0 of the DDIM chain from `noise`: the first N-K steps with the original encoder and no
-        gradient, the last K with the trainable encoder, each UNet call checkpointed."""
+        """z_0 of the DDIM chain from `noise`: the first N-K steps without gradient, the last K with
+        it, each of those UNet calls checkpointed (recomputed in the backward pass)."""
         k = self.grad_steps if grad_steps is None else grad_steps
         sigmas = self.sigmas.to(self.diffusion.device)
         n = len(sigmas) - 1
         x = self.diffusion.start(noise.to(self.diffusion.device), sigmas[0])
-        frozen = self.embeddings(prompts, tuned=False) if k < n else None
-        tuned = self.embeddings(prompts, tuned=True) if k > 0 else None
+        frozen, tuned = self.contexts(prompts, k)
         for i in range(n):
             mm.throw_exception_if_processing_interrupted()
             if i < n - k:
                 with torch.no_grad():
                     x = self._step(x, frozen, sigmas[i], sigmas[i + 1])
-            else:
+            elif self.checkpointing:
                 x = torch.utils.checkpoint.checkpoint(self._step, x, tuned, sigmas[i], sigmas[i + 1],
                                                       use_reentrant=False)
+            else:
+                x = self._step(x, tuned, sigmas[i], sigmas[i + 1])
         return x
 
     def images(self, prompts: list[str], noise: torch.Tensor, grad_steps: int | None = None) -> torch.Tensor:
@@ -166,7 +179,55 @@ class TextCraftor(engine.Method):
                    for (r, _, raw), name in zip(terms, part_names([t[0] for t in terms]))}
         return -objective.mean(), metrics
 
-    # -- what is saved ------------------------------------------------------------------------
+
+class TextCraftor(RewardUnroll):
+    """Stage 1: the whole text encoder trains; the original encoder conditions the early steps."""
+
+    def __init__(self, diffusion: Diffusion, text: TextEncoder, vae, reward, prompts: list[str], **kw):
+        super().__init__(diffusion, text, vae, reward, prompts, **kw)
+        self.encoder = EncoderCopy(text.clip, self.prefix, device=text.clip.patcher.load_device)
+
+    def trainable(self):
+        return self.encoder.params
+
+    def embeddings(self, prompts: list[str], tuned: bool) -> torch.Tensor:
+        """[cond; uncond] [2B, T, D] of the trainable (`tuned`, with gradient) or the original encoder."""
+        if tuned:
+            with self.encoder.swapped():
+                return self.encode(prompts)
+        with torch.no_grad():
+            return self.encode(prompts)
+
+    def contexts(self, prompts, k):
+        n = len(self.sigmas) - 1
+        return (self.embeddings(prompts, tuned=False) if k < n else None,
+                self.embeddings(prompts, tuned=True) if k > 0 else None)
+
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The trained encoder in HF CLIPTextModel keys (CLIPLoader and Load Fine-Tuned Text Encoder read it)."""
         return self.encoder.hf_state_dict()
+
+
+class RewardLora(RewardUnroll):
+    """Stage 2: a LoRA on the UNet trains (`lora`, a trainers.lora.UnetLora of the same MODEL); the
+    text encoder is frozen and conditions every step."""
+
+    def __init__(self, diffusion: Diffusion, text: TextEncoder, vae, reward, prompts: list[str], lora: UnetLora,
+                 **kw):
+        super().__init__(diffusion, text, vae, reward, prompts, **kw)
+        self.lora = lora
+
+    def trainable(self):
+        return self.lora.parameters()
+
+    def session(self):
+        # The LoRA stays applied for the whole loop: checkpointed UNet calls rerun in the backward pass.
+        stack = contextlib.ExitStack()
+        stack.enter_context(super().session())
+        stack.enter_context(self.lora.applied())
+        return stack
+
+    def contexts(self, prompts, k):
+        with torch.no_grad():
+            context = self.encode(prompts)
+        return context, context
