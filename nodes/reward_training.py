@@ -15,7 +15,6 @@ from ..trainers.runs import RunFolder
 from ..trainers.lora import ALL_UNET_TARGETS, UNET_TARGETS, UnetLora, parse_targets
 from ..trainers.textcraftor import RewardLora, TextCraftor, parse_prompts
 from . import common
-from .progress import Reporter
 from .rewards import RewardType
 
 def read_prompt_file(rel: str) -> list[str]:
@@ -128,6 +127,7 @@ class TrainRewardTextEncoder(io.ComfyNode):
                 io.String.Input("run_name", default="", tooltip="Run folder under output/texttune/ (default "
                                 "textcraftor-<encoder_name>). Queueing the same run again resumes it. A checkpoint "
                                 "holds the encoder and AdamW's state: about 1.5 GB for CLIP-L."),
+                common.preview_every_input(),
             ],
             outputs=[
                 io.Clip.Output(display_name="CLIP", tooltip="A copy of the CLIP with the trained encoder (the "
@@ -141,7 +141,8 @@ class TrainRewardTextEncoder(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, clip, vae, reward, prompts, prompt_file, encoder_name, steps, learning_rate, batch_size,
-                sampling_steps, grad_steps, cfg, resolution, seed, save_every, run_name) -> io.NodeOutput:
+                sampling_steps, grad_steps, cfg, resolution, seed, save_every, run_name,
+                preview_every=0) -> io.NodeOutput:
         name = check_name((encoder_name or "").strip(), "Encoder name")
         run_name = check_name((run_name or "").strip() or f"textcraftor-{name}", "Run name")
         lines = prompt_lines(prompts, prompt_file)
@@ -165,7 +166,8 @@ class TrainRewardTextEncoder(io.ComfyNode):
             # AdamW as the official code: torch's defaults but for weight decay 0.01, no gradient clipping
             result = common.train_and_save(method, run, save, steps=steps, seed=seed, save_every=save_every,
                                            schedule=engine.Schedule(learning_rate, steps), weight_decay=1e-2,
-                                           node_id=node_id, on_step=Reporter(node_id, run_name))
+                                           node_id=node_id, on_step=common.reporter(
+                                               node_id, run, method, vae, resolution, seed, preview_every, cfg))
             tensors = method.encoder_state_dict()
         losses = common.loss_map(run, result)               # the loss, then each reward's score
         png = plot.loss_plot({"loss": result.losses}, run.plot_path)
@@ -205,6 +207,7 @@ class TrainRewardLoRA(io.ComfyNode):
                                  "Prompts per step. TextCraftor trained the UNet with 1 per GPU."),
                 io.String.Input("run_name", default="", tooltip="Run folder under output/texttune/ (default "
                                 "reward-lora-<lora_name>). Queueing the same run again resumes it."),
+                common.preview_every_input(),
             ],
             outputs=[
                 io.Model.Output(display_name="MODEL", tooltip="A copy of the model with the LoRA applied (the "
@@ -219,7 +222,7 @@ class TrainRewardLoRA(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, vae, reward, prompts, prompt_file, lora_name, lora_rank, lora_targets, steps,
                 learning_rate, batch_size, sampling_steps, grad_steps, cfg, resolution, seed, save_every,
-                run_name) -> io.NodeOutput:
+                run_name, preview_every=0) -> io.NodeOutput:
         import comfy.sd
         name = check_name((lora_name or "").strip(), "LoRA name")
         run_name = check_name((run_name or "").strip() or f"reward-lora-{name}", "Run name")
@@ -247,7 +250,8 @@ class TrainRewardLoRA(io.ComfyNode):
             result = common.train_and_save(method, run, save, steps=steps, seed=seed, save_every=save_every,
                                            schedule=engine.Schedule(learning_rate, steps),
                                            weight_decay=LORA_WEIGHT_DECAY, max_grad_norm=LORA_MAX_GRAD_NORM,
-                                           node_id=node_id, on_step=Reporter(node_id, run_name))
+                                           node_id=node_id, on_step=common.reporter(
+                                               node_id, run, method, vae, resolution, seed, preview_every, cfg))
             lora_sd = lora.kohya_state_dict()
         losses = common.loss_map(run, result)
         png = plot.loss_plot({"loss": result.losses}, run.plot_path)

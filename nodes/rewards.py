@@ -17,21 +17,11 @@ NONE = "none"
 RewardType = io.Custom("TEXTTUNE_REWARD")
 
 
-def register_folder():
-    """models/reward_models/ for files with EXTENSIONS (and model folders inside it)."""
-    known = folder_paths.folder_names_and_paths.get(FOLDER)
-    if known is None:
-        folder_paths.folder_names_and_paths[FOLDER] = ([os.path.join(folder_paths.models_dir, FOLDER)],
-                                                       set(EXTENSIONS))
-    elif not known[1]:        # named first in extra_model_paths.yaml, which sets no extension filter
-        folder_paths.folder_names_and_paths[FOLDER] = (known[0], set(EXTENSIONS))
-
-
-register_folder()
+common.register_model_folder(FOLDER, EXTENSIONS)        # models/reward_models/
 
 
 def where() -> str:
-    return ", ".join(folder_paths.get_folder_paths(FOLDER))
+    return common.model_folders(FOLDER)
 
 
 def _model_folder(name: str) -> str | None:

@@ -16,7 +16,6 @@ from ..trainers.lora import ALL_TARGETS, TextLora, parse_targets
 from ..trainers.runs import RunFolder
 from ..trainers.textboost import TextBoost, check_kp_weight, load_prior_captions
 from . import common
-from .progress import Reporter
 
 log = logging.getLogger("texttune")
 
@@ -101,6 +100,7 @@ class TrainTextBoost(io.ComfyNode):
                 io.String.Input("prior_captions", optional=True, multiline=True, default="",
                                 tooltip="Captions for the knowledge-preservation loss, one per line; empty: "
                                         "TextTune's set of 1,500 everyday captions."),
+                common.preview_every_input(),
             ],
             outputs=[
                 io.Clip.Output(display_name="CLIP", tooltip="A copy of the CLIP with the LoRA applied and the new "
@@ -118,7 +118,7 @@ class TrainTextBoost(io.ComfyNode):
     def execute(cls, model, clip, vae, images, token_name, class_word, lora_rank, lora_targets,
                 augmentation_tokens, kp_weight, snr_timesteps, steps, batch_size, lora_learning_rate,
                 token_learning_rate, template_set, resolution, seed, save_every, run_name,
-                init_words=None, custom_templates=None, prior_captions=None) -> io.NodeOutput:
+                init_words=None, custom_templates=None, prior_captions=None, preview_every=None) -> io.NodeOutput:
         s = common.single
         model, clip, vae = s(model, "model"), s(clip, "clip"), s(vae, "vae")
         name = check_name(s(token_name, "token_name").strip(), "Token name")
@@ -183,7 +183,8 @@ class TrainTextBoost(io.ComfyNode):
                                            save_every=config["save_every"],
                                            schedule=engine.Schedule(config["lora_learning_rate"], steps),
                                            weight_decay=1e-2, max_grad_norm=1.0,
-                                           node_id=node_id, on_step=Reporter(node_id, run_name))
+                                           node_id=node_id, on_step=common.reporter(node_id, run, method, vae,
+                                                                                    resolution, seed, preview_every))
         losses = common.loss_map(run, result)
         png = plot.loss_plot(losses, run.plot_path)
         out_clip = apply_textboost(clip, lora.kohya_state_dict(), 1.0, emb_dir)

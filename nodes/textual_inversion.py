@@ -11,7 +11,6 @@ from ..trainers.files import check_name
 from ..trainers.runs import RunFolder
 from ..trainers.textual_inversion import TextualInversion
 from . import common
-from .progress import Reporter
 
 
 class TrainTextualInversion(io.ComfyNode):
@@ -59,6 +58,7 @@ class TrainTextualInversion(io.ComfyNode):
                                                              "ignores the rest. One mask, or one per image."),
                 io.String.Input("custom_templates", optional=True, multiline=True, default="",
                                 tooltip="For template_set=custom: one caption per line with {} for the word."),
+                common.preview_every_input(),
             ],
             outputs=[
                 io.Clip.Output(display_name="CLIP", tooltip="The input CLIP, with the new embedding usable."),
@@ -71,7 +71,7 @@ class TrainTextualInversion(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, vae, images, token_name, init_words, vectors, template_set, steps,
                 learning_rate, lr_schedule, batch_size, resolution, flip, seed, save_every, run_name,
-                mask=None, custom_templates=None) -> io.NodeOutput:
+                mask=None, custom_templates=None, preview_every=None) -> io.NodeOutput:
         s = common.single
         model, clip, vae = s(model, "model"), s(clip, "clip"), s(vae, "vae")
         token_name = check_name(s(token_name, "token_name").strip(), "Token name")
@@ -106,7 +106,7 @@ class TrainTextualInversion(io.ComfyNode):
                 method, run, lambda done: formats.save_embedding(emb_path, method.vectors(), {**meta, "steps": done}),
                 steps=steps, seed=seed, save_every=config["save_every"],
                 schedule=engine.Schedule(config["learning_rate"], steps, config["lr_schedule"]),
-                node_id=node_id, on_step=Reporter(node_id, run_name))
+                node_id=node_id, on_step=common.reporter(node_id, run, method, vae, resolution, seed, preview_every))
         png = plot.loss_plot({"loss": result.losses}, run.plot_path)
         out_clip = text.with_embedding_dir(os.path.dirname(emb_path))
         return io.NodeOutput(out_clip, token_name, {"loss": result.losses}, ui=common.output_image_ui(png))

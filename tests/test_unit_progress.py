@@ -18,3 +18,4 @@ def test_progress_events_are_throttled_and_the_last_step_always_sent():
     assert [e for e, _ in events] == [EVENT, EVENT]
     assert events[0][1]["step"] == 1 and events[-1][1]["step"] == 100
     assert events[-1][1]["node"] == "7" and events[-1][1]["loss"] == 0.01
+    r.close()

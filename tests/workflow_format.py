@@ -19,6 +19,13 @@ def _is_widget(typ, opts) -> bool:
     return typ in WIDGET_TYPES and not opts.get("forceInput")
 
 
+def _has_control(name, typ, opts) -> bool:
+    """Whether the frontend adds a 'control after generate' widget (one more saved value) after this
+    one: when the input asks for it, and for INT inputs named seed or noise_seed unless they say no."""
+    flag = opts.get("control_after_generate")
+    return typ == "INT" and (flag if flag is not None else name in ("seed", "noise_seed"))
+
+
 def api_to_ui(graph: dict, object_info: dict, notes: list[str] = ()) -> dict:
     ids = {key: i + 1 for i, key in enumerate(graph)}
     depth = {}
@@ -46,12 +53,12 @@ def api_to_ui(graph: dict, object_info: dict, notes: list[str] = ()) -> dict:
                 if _is_widget(typ, opts):                  # a widget fed by a link keeps its value slot
                     entry["widget"] = {"name": name}
                     widgets.append(opts.get("default"))
-                    if opts.get("control_after_generate"):
+                    if _has_control(name, typ, opts):
                         widgets.append("fixed")
                 ui_inputs.append(entry)
             elif _is_widget(typ, opts):
                 widgets.append(value if value is not None else opts.get("default"))
-                if opts.get("control_after_generate"):
+                if _has_control(name, typ, opts):
                     widgets.append("fixed")
             elif name in info["input"].get("required", {}):
                 ui_inputs.append({"name": name, "type": typ, "link": None})
@@ -90,17 +97,20 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
             raise KeyError(f"Node type {n['type']} is not registered on the server.")
         linked = {i["name"]: link_src[i["link"]] for i in n.get("inputs", []) if i.get("link") is not None}
         values = list(n.get("widgets_values", []))
+        # A workflow saved before a node gained a widget has fewer values: the frontend gives the
+        # widgets past the saved values their defaults.
+        take = lambda default: values.pop(0) if values else default     # noqa: E731
         inputs = {}
         for name, typ, opts in _inputs(object_info[n["type"]]):
             if name in linked:
                 inputs[name] = list(linked[name])
                 if _is_widget(typ, opts):                  # a widget converted to a socket keeps its slot
-                    values.pop(0)
-                    if opts.get("control_after_generate"):
-                        values.pop(0)
+                    take(None)
+                    if _has_control(name, typ, opts):
+                        take(None)
             elif _is_widget(typ, opts):
-                inputs[name] = values.pop(0)
-                if opts.get("control_after_generate"):
-                    values.pop(0)
+                inputs[name] = take(opts.get("default"))
+                if _has_control(name, typ, opts):
+                    take(None)
         graph[str(n["id"])] = {"class_type": n["type"], "inputs": inputs}
     return graph

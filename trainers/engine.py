@@ -70,6 +70,11 @@ class Method:
         """Context manager around the whole loop (model loading, autograd fixes)."""
         raise NotImplementedError
 
+    def preview_context(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(embeddings [2, T, D] of a fixed prompt and of the empty prompt, pooled [2, P] or None) with
+        the weights as trained now: what trainers/preview.py draws with. Called inside `session()`."""
+        raise NotImplementedError(f"{type(self).__name__} draws no preview pictures: set preview_every to 0.")
+
 
 @dataclass
 class Result:

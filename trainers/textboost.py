@@ -165,6 +165,9 @@ class TextBoost(engine.Method):
                     norms = p.norm(dim=-1, keepdim=True)
                     p.mul_(torch.where(norms > limit, limit / norms.clamp_min(1e-12), torch.ones_like(norms)))
 
+    def preview_context(self):
+        return self.encode([self.templates[0].format(f"{MARKER} {self.class_word}"), ""])
+
     # -- what is saved ------------------------------------------------------------------------
     def instance_vectors(self) -> dict[str, torch.Tensor]:
         """{embedding_key: [n, width]}: the embedding file of the instance token."""

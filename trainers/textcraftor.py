@@ -179,6 +179,11 @@ class RewardUnroll(engine.Method):
                    for (r, _, raw), name in zip(terms, part_names([t[0] for t in terms]))}
         return -objective.mean(), metrics
 
+    def preview_context(self):
+        """The first prompt as every sampling step of the trained model sees it ([cond; uncond])."""
+        _, tuned = self.contexts(self.prompts[:1], len(self.sigmas) - 1)
+        return tuned, None
+
 
 class TextCraftor(RewardUnroll):
     """Stage 1: the whole text encoder trains; the original encoder conditions the early steps."""

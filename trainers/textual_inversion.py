@@ -72,3 +72,6 @@ class TextualInversion(engine.Method):
         noise = torch.randn(x0.shape, generator=g).to(device)
         cond, pooled = self.encode(templates)
         return self.diffusion.loss(x0, noise, sigma, cond, pooled, mask), {}
+
+    def preview_context(self):
+        return self.encode([self.templates[0].format(MARKER), ""])
