@@ -8,6 +8,7 @@ import comfy.samplers
 from comfy_api.latest import io
 
 from ..trainers import fusion
+from .promptnet import sampling_inputs, sampling_promptnet
 
 
 def settings_inputs() -> list:
@@ -110,14 +111,16 @@ class FusionGuider(io.ComfyNode):
                         "(omega_1) and the reference prompt (omega_2). It makes the steps itself over the given "
                         "SIGMAS (any scheduler), so connect KSamplerSelect 'ddim' (or 'euler') as the SAMPLER.",
             inputs=[io.Model.Input("model", tooltip="The diffusion model (eps or v-prediction: SD1, SD2, SDXL).")]
-                   + conditioning_inputs() + settings_inputs() + [reference_input()],
+                   + conditioning_inputs() + settings_inputs() + [reference_input()] + sampling_inputs(),
             outputs=[io.Guider.Output(tooltip="For SamplerCustomAdvanced's guider input.")],
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, reference=None, **settings) -> io.NodeOutput:
+    def execute(cls, model, positive, negative, reference=None, promptnet=None, promptnet_image=None, vae=None,
+                placeholder="holder", **settings) -> io.NodeOutput:
         settings = fusion.check_settings(fusion.FusionSettings(**settings))
-        return io.NodeOutput(fusion.make_guider(model, positive, negative, reference, settings))
+        with_promptnet = sampling_promptnet(promptnet, promptnet_image, vae, placeholder)
+        return io.NodeOutput(fusion.make_guider(model, positive, negative, reference, settings, with_promptnet))
 
 
 class KSamplerFusion(io.ComfyNode):
@@ -148,13 +151,15 @@ class KSamplerFusion(io.ComfyNode):
                                        "latent_image."),
                 *settings_inputs(),
                 reference_input(),
+                *sampling_inputs(),
             ],
             outputs=[io.Latent.Output(tooltip="The denoised latent.")],
         )
 
     @classmethod
     def execute(cls, model, seed, steps, scheduler, positive, negative, latent_image, denoise, reference=None,
-                **settings) -> io.NodeOutput:
+                promptnet=None, promptnet_image=None, vae=None, placeholder="holder", **settings) -> io.NodeOutput:
         settings = fusion.check_settings(fusion.FusionSettings(**settings))
+        with_promptnet = sampling_promptnet(promptnet, promptnet_image, vae, placeholder)
         return io.NodeOutput(fusion.ksampler(model, seed, steps, scheduler, positive, negative, latent_image,
-                                             denoise, settings, reference))
+                                             denoise, settings, reference, with_promptnet))

@@ -25,6 +25,8 @@ x = x0 + σ·ε is used, so eps, v-prediction (and EDM, x0) models and any sched
 Pure part: `FusionSettings`, the coefficients, `Guidance` (which predictions a stage needs and how they
 mix) and the loop `sample`. ComfyUI part: marking the concept in a prompt (`encode_concept`), the
 γ-scaled concept conditioning, and `FusionGuider`, a CFGGuider that runs the loop (see its docstring).
+With a PromptNet (trainers/promptnet.py), the concept word is PromptNet's S*, recomputed from the
+current x_t and t before every model evaluation of the concept prompts.
 """
 from __future__ import annotations
 
@@ -43,9 +45,10 @@ import comfy.utils
 import folder_paths
 import latent_preview
 
+from . import promptnet as promptnet_lib
 from . import sampling
 
-CONCEPT_KEY = "texttune_concept"   # CONDITIONING extras key: {"positions": (...), "concept": "..."}
+CONCEPT_KEY = "texttune_concept"   # CONDITIONING extras key: {"positions", "concept", "text", "clip"}
 ORDER = ("concept", "positive", "negative", "reference")   # cond before uncond, as the core guider
 
 
@@ -239,10 +242,11 @@ def concept_positions(clip, text: str, concept: str) -> tuple:
 
 
 def encode_concept(clip, text: str, concept: str) -> list:
-    """CONDITIONING of `text` as CLIP Text Encode makes it, marked with where the concept stands."""
+    """CONDITIONING of `text` as CLIP Text Encode makes it, marked with where the concept stands (and
+    with the CLIP and the text, so a PromptNet sampler can encode it again with S* in it)."""
     positions = concept_positions(clip, text, concept)
     conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(text))
-    mark = {"positions": positions, "concept": " ".join(concept.split())}
+    mark = {"positions": positions, "concept": " ".join(concept.split()), "text": text, "clip": clip}
     return [[c, {**extras, CONCEPT_KEY: mark}] for c, extras in conditioning]
 
 
@@ -357,18 +361,27 @@ class FusionGuider(comfy.samplers.CFGGuider):
     the class word instead).
     Each stage's needed predictions go through one calc_cond_batch call; predictions whose weight is 0
     are not computed.
+
+    With a PromptNet (`sstar`, a trainers.promptnet.SStar), the positive and concept prompts hold its
+    word S* at their placeholder: before each of those calls, S* is computed from the x and sigma of
+    that call and the two prompts are encoded again with it (the concept one with S*'s outputs × γ).
     """
 
-    def __init__(self, model_patcher, settings: FusionSettings):
+    def __init__(self, model_patcher, settings: FusionSettings, sstar=None):
         super().__init__(model_patcher)
         check_model(model_patcher)
         self.settings = check_settings(settings)
         self.refinement = refinement_guidance(self.settings, False)
         self.fusion = fusion_guidance(self.settings)
+        self.sstar = sstar
 
     def set_conds(self, positive, negative, reference=None):
         conds = {"positive": positive, "negative": negative}
-        if fusion_active(self.settings):
+        if self.sstar is not None:
+            conds["positive"], concept = self.sstar.conditioning(positive, CONCEPT_KEY, self.settings.gamma)
+            if fusion_active(self.settings):
+                conds["concept"] = concept
+        elif fusion_active(self.settings):
             conds["concept"] = concept_conditioning(positive, self.settings.gamma)
         if reference is not None:
             conds["reference"] = reference
@@ -378,12 +391,17 @@ class FusionGuider(comfy.samplers.CFGGuider):
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
                seed=None):
         check_sampler(sampler)
+        if self.sstar is not None:
+            self.sstar.prepare(self.model_patcher, latent_image.shape)
         return super().sample(noise, latent_image, _FusionLoop(), sigmas, denoise_mask, callback,
                               disable_pbar, seed)
 
     def _guided(self, guidance: Guidance, x, timestep, model_options):
         names = guidance.names
-        out = _calc(self.inner_model, [self.conds[n] for n in names], x, timestep, model_options)
+        conds = [self.conds[n] for n in names]
+        if self.sstar is not None:
+            conds = self.sstar.apply(self.inner_model, conds, x, timestep)
+        out = _calc(self.inner_model, conds, x, timestep, model_options)
         return guidance.combine(dict(zip(names, out)))
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
@@ -393,17 +411,20 @@ class FusionGuider(comfy.samplers.CFGGuider):
         return self._guided(self.fusion, x, timestep, model_options)
 
 
-def make_guider(model, positive, negative, reference, settings: FusionSettings) -> FusionGuider:
-    guider = FusionGuider(model, settings)
+def make_guider(model, positive, negative, reference, settings: FusionSettings, promptnet=None) -> FusionGuider:
+    """`promptnet`: None, or (PromptNet, reference IMAGE, VAE, placeholder word) to put S* into the
+    positive prompt at every step."""
+    sstar = None if promptnet is None else promptnet_lib.SStar(model, *promptnet)
+    guider = FusionGuider(model, settings, sstar)
     guider.set_conds(positive, negative, reference)
     return guider
 
 
 def ksampler(model, seed: int, steps: int, scheduler: str, positive, negative, latent: dict, denoise: float,
-             settings: FusionSettings, reference=None) -> dict:
+             settings: FusionSettings, reference=None, promptnet=None) -> dict:
     """What the core KSampler node does (noise from the seed, the scheduler's sigmas with denoise,
     noise masks, previews), with fusion sampling in place of the sampler. Returns the LATENT."""
-    guider = make_guider(model, positive, negative, reference, settings)
+    guider = make_guider(model, positive, negative, reference, settings, promptnet)
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
     sigmas = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler="ddim",
