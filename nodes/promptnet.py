@@ -171,7 +171,7 @@ class TrainPromptNet(io.ComfyNode):
                              tooltip="Training size in pixels (SD2-base: 512)."),
                 io.Boolean.Input("flip", default=True, tooltip="Random horizontal flips (of target and reference "
                                                               "together)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF,
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=False,
                              tooltip="Seed of every random choice; the same seed repeats the run exactly."),
                 io.Int.Input("save_every", default=0, min=0, max=100000,
                              tooltip="Save a resumable checkpoint every N steps (0: only at the end or on cancel)."),

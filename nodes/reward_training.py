@@ -81,7 +81,7 @@ def unroll_settings(steps: int, lr: float, lr_tip: str, batch_tip: str) -> list:
                                "The negative is the empty prompt."),
         io.Int.Input("resolution", default=512, min=64, max=2048, step=64,
                      tooltip="Size of the training images in pixels (512 for SD1.5, 768 for SD2)."),
-        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF,
+        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=False,
                      tooltip="Seed of the prompt order and the noise; the same seed repeats the run exactly."),
         io.Int.Input("save_every", default=100, min=0, max=1000000,
                      tooltip="Save a resumable checkpoint (trained weights and AdamW's state) every N steps "

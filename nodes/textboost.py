@@ -86,7 +86,7 @@ class TrainTextBoost(io.ComfyNode):
                                        "textboost (short ones), style, or your own lines below."),
                 io.Int.Input("resolution", default=512, min=64, max=2048, step=64,
                              tooltip="Training size in pixels (512 for SD1.5, 768 for SD2, 1024 for SDXL)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF,
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=False,
                              tooltip="Seed of every random choice; the same seed repeats the run exactly."),
                 io.Int.Input("save_every", default=50, min=0, max=100000,
                              tooltip="Save a resumable checkpoint every N steps (0: only at the end or on cancel)."),

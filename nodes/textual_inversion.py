@@ -48,7 +48,7 @@ class TrainTextualInversion(io.ComfyNode):
                              tooltip="Training size in pixels (512 for SD1.5, 768 for SD2, 1024 for SDXL)."),
                 io.Boolean.Input("flip", default=True, tooltip="Random horizontal flips (off for text or "
                                                                  "asymmetric subjects)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF,
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=False,
                              tooltip="Seed of every random choice; the same seed repeats the run exactly."),
                 io.Int.Input("save_every", default=100, min=0, max=100000,
                              tooltip="Save a resumable checkpoint every N steps (0: only at the end or on cancel)."),

@@ -35,3 +35,17 @@ def test_example_runs_with_the_test_model(server, path):
     entry = server.run(graph, timeout=240)
     saved = [o for o in entry["outputs"].values() if o.get("images")]
     assert saved, "the example produced no images"
+
+
+def test_trainer_seeds_stay_fixed_between_runs(server):
+    """A trainer's seed is part of its run: queueing the same settings again resumes the run. The
+    frontend adds 'control after generate' (randomize by default) to INT inputs named seed unless the
+    node says no, which would change the seed after every run and refuse the resume."""
+    from workflow_format import _has_control
+    info = server.object_info()
+    trainers = {k: v for k, v in info.items() if v.get("category") == "TextTune/train"}
+    assert {"TextTuneTrainTextualInversion", "TextTuneTrainTextBoost", "TextTuneTrainRewardTextEncoder",
+            "TextTuneTrainRewardLoRA", "TextTuneTrainPromptNet"} <= set(trainers)
+    for name, spec in trainers.items():
+        typ, opts = spec["input"]["required"]["seed"]
+        assert opts.get("control_after_generate") is False and not _has_control("seed", typ, opts), name
