@@ -54,7 +54,7 @@ def graph() -> dict:
             "model": ckpt, "clip": ["1", 1], "vae": ["1", 2], "images": data,
             "token_name": TOKEN, "init_words": "object", "vectors": 1, "template_set": "custom",
             "custom_templates": "a {}\na photo of a {}",
-            "steps": STEPS, "learning_rate": 5e-3, "lr_schedule": "constant", "batch_size": 4,
+            "steps": STEPS, "learning_rate": 1e-3, "lr_schedule": "constant", "batch_size": 4,
             "resolution": 64, "flip": False, "seed": 0, "save_every": 50, "run_name": RUN}},
         "5": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": [train, 0]}},
         "6": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": IMAGES_PER_PROMPT}},

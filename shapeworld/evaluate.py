@@ -13,13 +13,13 @@ from . import classifier, model, world
 SAMPLER = {"steps": 20, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal"}
 # Textual inversion settings of the quality benchmark and tests (templates in ShapeWorld's own words).
 TI = dict(init_words="object", vectors=1, template_set="custom", custom_templates="a {}\na photo of a {}",
-          learning_rate=5e-3, lr_schedule="constant", batch_size=4, resolution=64, flip=False,
+          learning_rate=1e-3, lr_schedule="constant", batch_size=4, resolution=64, flip=False,
           save_every=0, run_name="")
 # TextBoost settings of the quality benchmark and tests: one image, the world's own word "object" as
 # the class word, the same caption templates as textual inversion, and (in `boost`) the world's own
 # captions as the knowledge-preservation set: ShapeWorld's "everyday captions".
 TEXTBOOST = dict(class_word="object", lora_rank=4, lora_targets="q, k, v, out, fc1, fc2", augmentation_tokens=True,
-                 kp_weight=0.1, snr_timesteps=True, batch_size=8, lora_learning_rate=1e-3, token_learning_rate=5e-3,
+                 kp_weight=0.1, snr_timesteps=True, batch_size=8, lora_learning_rate=1e-3, token_learning_rate=1e-3,
                  template_set="custom", custom_templates="a {}\na photo of a {}", resolution=64, save_every=0,
                  run_name="")
 
