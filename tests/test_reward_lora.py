@@ -12,11 +12,10 @@ import comfy.model_management as mm
 import folder_paths
 import nodes as comfy_nodes
 from interrupts import interrupt_at
-from test_textcraftor import PROMPTS, encode, snapshot, spy_on_unet
+from test_textcraftor import PROMPTS, encode, models, run_dir, shapes, snapshot, spy_on_unet  # noqa: F401 (fixtures)
 from texttune.nodes.common import runs_root
 from texttune.nodes.reward_training import TrainRewardLoRA
 from texttune.shapeworld import evaluate
-from texttune.shapeworld import reward as shapeworld_reward
 from texttune.trainers import engine, files
 from texttune.trainers.comfy_adapter import Diffusion, TextEncoder
 from texttune.trainers.lora import UNET_TARGETS, UnetLora, parse_targets
@@ -30,17 +29,6 @@ NODE_ARGS = dict(prompts="\n".join(PROMPTS), prompt_file="", lora_rank=2, lora_t
                  seed=0, save_every=2, run_name="")
 
 
-@pytest.fixture()
-def models(tiny):
-    with torch.inference_mode():                       # as loader nodes make them (research trap T1)
-        return tiny.make_model(), tiny.make_clip(), tiny.make_vae()
-
-
-@pytest.fixture()
-def shapes():
-    return shapeworld_reward.LargeAndCentred()
-
-
 def train(models, reward, name, **kw):
     m, c, v = models
     with torch.inference_mode():
@@ -49,10 +37,6 @@ def train(models, reward, name, **kw):
 
 def lora_path(name):
     return os.path.join(folder_paths.get_folder_paths("loras")[0], name + ".safetensors")
-
-
-def run_dir(name):
-    return os.path.join(folder_paths.get_output_directory(), "texttune", name)
 
 
 def sample(model, clip, seed=3):

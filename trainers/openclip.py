@@ -133,10 +133,16 @@ def clip_model(sd: dict):
         raise ValueError(f"open_clip state dict does not fit a CLIP model: missing {missing[:3]}, "
                          f"unexpected {extra[:3]}.")
     model.load_state_dict(weights, strict=True, assign=True)
-    for module in model.modules():                 # non-persistent buffers are still on meta
+    return fill_position_ids(model).eval()
+
+
+def fill_position_ids(model: torch.nn.Module) -> torch.nn.Module:
+    """A transformers CLIP built on the meta device and loaded with assign=True keeps its
+    non-persistent `position_ids` buffers on meta: give them their values (0..n-1)."""
+    for module in model.modules():
         for name, buf in list(module._buffers.items()):
             if buf is not None and buf.is_meta:
                 if name != "position_ids":
-                    raise ValueError(f"open_clip conversion: no value for buffer {name}.")
+                    raise ValueError(f"CLIP loading: no value for buffer {name}.")
                 module._buffers[name] = torch.arange(buf.shape[-1]).expand(buf.shape).clone()
-    return model.eval()
+    return model

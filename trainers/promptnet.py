@@ -49,6 +49,7 @@ from comfy.ldm.modules.attention import SpatialTransformer
 
 from . import engine, files, formats
 from .comfy_adapter import Diffusion, TextEncoder, trainable_session
+from .openclip import fill_position_ids
 from .rewards import Preprocess, compute_dtype
 from .timesteps import TimestepSampler
 
@@ -439,11 +440,7 @@ def load_vision(folder: str):
         raise ValueError(f"The vision weights in {folder} do not fit its config.json (missing {missing[:3]}, "
                          f"unexpected {extra[:3]}).")
     model.load_state_dict(sd, strict=False, assign=True)
-    for module in model.modules():                                 # non-persistent buffers are still on meta
-        for name, buf in list(module._buffers.items()):
-            if buf is not None and buf.is_meta:
-                module._buffers[name] = torch.arange(buf.shape[-1]).expand(buf.shape).clone()
-    return model.requires_grad_(False).eval()
+    return fill_position_ids(model).requires_grad_(False).eval()
 
 
 # ---------------------------------------------------------------------------------------------
