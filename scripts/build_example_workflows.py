@@ -1,7 +1,7 @@
 """Build example_workflows/*.json (ComfyUI UI format, shown in the template browser) from the
 readable API graphs below, using the node definitions of a real server (widget order, outputs).
 
-    $(cat .host/python) scripts/build_example_workflows.py
+    $(cat .host/python) scripts/build_example_workflows.py [name ...]     # all, or only these
 """
 import json
 import os
@@ -208,15 +208,72 @@ EXAMPLES.update({
             "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": "scored"}},
         },
     },
+    "promptnet": {
+        "notes": [
+            "PromptNet (ProFusion): one picture of a subject becomes the word S*, then fusion sampling draws it "
+            "in a new scene.\n\n"
+            "1. Put Stable Diffusion 2 base (512-base-ema.safetensors) in models/checkpoints/ and pick it in Load "
+            "Checkpoint: ProFusion's PromptNet makes words for SD2's text encoder (SD1 and SDXL do not fit).\n"
+            "2. Put ProFusion's released pipeline folder (the one holding promptnet/ and openclip/; its other "
+            "sub-folders are not read) in models/promptnet/profusion-ffhq/, press R, and pick 'profusion-ffhq/' "
+            "in Load PromptNet. Nothing is downloaded.\n"
+            "3. Pick your subject's picture in Load Image (the released PromptNet was trained on faces). Queue.\n\n"
+            "Train PromptNet fine-tunes it on the picture (50 steps, with a LoRA on the UNet's attention) and "
+            "saves models/promptnet/my-promptnet.safetensors and models/loras/my-promptnet.safetensors; then "
+            "KSampler Fusion recomputes S* from the picture at every step and puts it where 'holder' stands in "
+            "the prompt.",
+            "Without fine-tuning (faster; ProFusion fine-tunes for a closer likeness): connect Load PromptNet's "
+            "PROMPTNET to KSampler Fusion's promptnet and Load Checkpoint's MODEL to its model, and delete Train "
+            "PromptNet and Plot Loss Graph. Next time, pick my-promptnet.safetensors in Load PromptNet and apply "
+            "the LoRA with the core Load LoRA node.\n\n"
+            "Prompts: the positive (Concept Prompt) has the placeholder word 'holder' where the subject goes, "
+            "and its concept is 'holder' too; the reference is the same text with the class word ('a person'). "
+            "omega_1 (7) keeps the subject's likeness, omega_2 (5) follows the rest of the prompt, gamma (0.6) "
+            "weakens S* in the fusion pass.",
+        ],
+        "graph": {
+            "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "512-base-ema.safetensors"}},
+            "image": {"class_type": "LoadImage", "inputs": {"image": "my-subject.png"}},
+            "promptnet": {"class_type": "TextTuneLoadPromptNet", "inputs": {"promptnet": "profusion-ffhq/"}},
+            "train": {"class_type": "TextTuneTrainPromptNet", "inputs": {
+                "promptnet": ["promptnet", 0], "model": ["ckpt", 0], "clip": ["ckpt", 1], "vae": ["ckpt", 2],
+                "images": ["image", 0], "name": "my-promptnet", "prompt": "a photo of holder",
+                "placeholder": "holder", "steps": 50, "learning_rate": 2e-5, "train_lora": True, "lora_rank": 4,
+                "lora_learning_rate": 1e-4, "batch_size": 1, "resolution": 512, "flip": True, "seed": 0,
+                "save_every": 0, "run_name": ""}},
+            "pos": {"class_type": "TextTuneConceptPrompt", "inputs": {
+                "clip": ["ckpt", 1], "text": "a holder in Ghibli style", "concept": "holder"}},
+            "ref": {"class_type": "CLIPTextEncode",
+                    "inputs": {"text": "a person in Ghibli style", "clip": ["ckpt", 1]}},
+            "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]}},
+            "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+            "sample": {"class_type": "TextTuneKSamplerFusion", "inputs": {
+                "model": ["train", 1], "seed": 0, "steps": 50, "scheduler": "ddim_uniform",
+                "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0], "denoise": 1.0,
+                "omega_1": 7.0, "omega_2": 5.0, "omega_f": 7.0, "gamma": 0.6, "fusion_passes": 1, "eta": 1.0,
+                "fusion_start_percent": 0.0, "fusion_end_percent": 1.0, "reference": ["ref", 0],
+                "promptnet": ["train", 0], "promptnet_image": ["image", 0], "vae": ["ckpt", 2],
+                "placeholder": "holder"}},
+            "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": ["ckpt", 2]}},
+            "save": {"class_type": "SaveImage",
+                     "inputs": {"images": ["decode", 0], "filename_prefix": "texttune/promptnet"}},
+            "plot": {"class_type": "LossGraphNode", "inputs": {"loss": ["train", 3], "filename_prefix": "loss"}},
+        },
+    },
 })
 
 
-def main():
+def main(names=()):
+    unknown = set(names) - set(EXAMPLES)
+    if unknown:
+        sys.exit(f"unknown examples {sorted(unknown)}; known: {', '.join(EXAMPLES)}")
     with tempfile.TemporaryDirectory() as base, ComfyServer(base) as srv:
         info = srv.object_info()
     out_dir = os.path.join(REPO, "example_workflows")
     os.makedirs(out_dir, exist_ok=True)
     for name, ex in EXAMPLES.items():
+        if names and name not in names:
+            continue
         graph = {k: v for k, v in ex["graph"].items()}
         path = os.path.join(out_dir, name + ".json")
         with open(path, "w", encoding="utf-8") as f:
@@ -225,4 +282,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,7 +1,7 @@
 """What the example workflows need to run on a test server: the test model and files in place of the
-user's (a checkpoint, an image folder, a fine-tuned text encoder), and the inputs swapped for tiny
-sizes and the test reward (the ShapeWorld kind that tests/custom_nodes registers, which reads no
-file). Shared by the examples' server test and the browser test."""
+user's (a checkpoint, an image folder and an image, a fine-tuned text encoder, a PromptNet), and the
+inputs swapped for tiny sizes and the test reward (the ShapeWorld kind that tests/custom_nodes
+registers, which reads no file). Shared by the examples' server test and the browser test."""
 import glob
 import os
 import shutil
@@ -11,6 +11,8 @@ from comfyui_server import REPO
 EXAMPLES = sorted(glob.glob(os.path.join(REPO, "example_workflows", "*.json")))
 CKPT = "tinysd.safetensors"
 TEXT_ENCODER = "tiny-tuned.safetensors"
+SUBJECT = "ring_0.png"                           # one image in input/, for Load Image
+PROMPTNET = "tiny/"                              # a release folder in models/promptnet/ (tests/tiny_promptnet.py)
 
 # input name -> test value, for every widget of that name in an example
 TINY = {"ckpt_name": CKPT, "folder": "concept", "steps": 3, "resolution": 64, "width": 64, "height": 64,
@@ -22,6 +24,9 @@ BY_NODE = {
     "TextTuneLoadRewardModel": {"kind": "shapeworld", "model": "none", "clip_model": "none"},
     # an encoder of the test model's shape
     "TextTuneLoadTextEncoder": {"file": TEXT_ENCODER},
+    # a PromptNet at TinySD's text width instead of ProFusion's release, and the subject image
+    "TextTuneLoadPromptNet": {"promptnet": PROMPTNET},
+    "LoadImage": {"image": SUBJECT},
 }
 
 
@@ -42,6 +47,9 @@ def prepare_base(base: str, tiny) -> str:
     sd = {k[len(prefix):]: v.detach().contiguous() for k, v in tiny.make_clip(seed=7).cond_stage_model.state_dict().items()
           if k.startswith(prefix)}
     safetensors.torch.save_file(sd, os.path.join(te, TEXT_ENCODER))
+    shutil.copy(os.path.join(REPO, "assets", "demo", SUBJECT), os.path.join(base, "input", SUBJECT))
+    from tiny_promptnet import write_release
+    write_release(os.path.join(base, "models", "promptnet", PROMPTNET.rstrip("/")))
     return base
 
 
