@@ -23,6 +23,9 @@ def read_prompt_file(rel: str) -> list[str]:
     if not rel:
         return []
     root = folder_paths.get_input_directory()
+    if any(ord(c) < 32 for c in rel):
+        raise ValueError(f"Prompt file {rel!r} has control characters (such as NUL) in its name: give the file's "
+                         f"path inside ComfyUI's input folder ({root}), e.g. prompts.txt.")
     path = common.inside(root, rel, follow_links=True)
     if path is None:
         raise ValueError(f"Prompt file {rel!r} is outside ComfyUI's input folder ({root}): only files inside it are "
@@ -34,7 +37,8 @@ def read_prompt_file(rel: str) -> list[str]:
         with open(path, encoding="utf-8") as f:
             prompts = parse_prompts(f.read())
     except UnicodeDecodeError as e:
-        raise ValueError(f"Prompt file {rel!r} is not UTF-8 text: {e}") from e
+        raise ValueError(f"Prompt file {rel!r} is not UTF-8 text ({e}): save it as UTF-8 text with one prompt per "
+                         f"line.") from e
     if not prompts:
         raise ValueError(f"Prompt file {rel!r} holds no prompts: write one prompt per line.")
     return prompts

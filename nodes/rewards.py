@@ -8,7 +8,7 @@ from comfy_api.latest import io, ui
 
 import folder_paths
 
-from ..trainers import plot, rewards
+from ..trainers import data, plot, rewards
 from . import common
 
 FOLDER = "reward_models"
@@ -90,6 +90,7 @@ class LoadRewardModel(io.ComfyNode):
     @classmethod
     def execute(cls, kind, model, clip_model=NONE, precision="auto") -> io.NodeOutput:
         k = rewards.get_kind(kind)
+        rewards.compute_dtype(precision)                  # refuses an unknown precision before any loading
         path = clip_path = None
         if k.needs != "nothing":
             if model == NONE:
@@ -188,13 +189,17 @@ class ScoreImages(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, reward, prompts="") -> io.NodeOutput:
-        lines = parse_prompts(prompts, images.shape[0])
+        frames = data.as_image_list(images)
+        if not frames:
+            raise ValueError(data.EMPTY_IMAGES + " to score.")
+        pixels = torch.stack([data.rgb(f) for f in frames]).movedim(-1, 1)
+        lines = parse_prompts(prompts, len(pixels))
         with torch.no_grad():
-            parts = reward.parts(images.movedim(-1, 1), lines)
+            parts = reward.parts(pixels, lines)
         parts = {k: v.detach().float().cpu() for k, v in parts.items()}
         text = score_table(parts)
         main = list(parts)[-1]
-        chart = plot.bar_chart(parts[main].tolist(), [str(i + 1) for i in range(images.shape[0])], main)
+        chart = plot.bar_chart(parts[main].tolist(), [str(i + 1) for i in range(len(pixels))], main)
         image = torch.from_numpy(np.asarray(chart, dtype=np.float32) / 255.0)[None]
         shown = {**ui.PreviewImage(image, cls=cls).as_dict(), **ui.PreviewText(text).as_dict()}
         return io.NodeOutput(text, image, ui=shown)

@@ -152,6 +152,8 @@ class TrainTextBoost(io.ComfyNode):
         lora_path = os.path.join(common.models_dir("loras"), name + ".safetensors")
         emb_dir = common.models_dir("embeddings")
         emb_path = os.path.join(emb_dir, name + ".safetensors")
+        formats.check_overwrite(emb_path, name, "An embedding")      # before training, not after it
+        formats.check_overwrite(lora_path, name, "A LoRA")
         with torch.inference_mode(False):
             lora = TextLora(clip, targets, rank, seed=seed, device=diffusion.device)     # checks rank and targets
             pixels = prepare_pixels(images, resolution)
@@ -217,7 +219,11 @@ class LoadTextBoost(io.ComfyNode):
     def execute(cls, clip, lora_name, strength) -> io.NodeOutput:
         path = folder_paths.get_full_path("loras", lora_name)
         if not path:
-            raise ValueError(f"LoRA {lora_name!r} is not in {', '.join(folder_paths.get_folder_paths('loras'))}.")
+            raise ValueError(f"LoRA {lora_name!r} is not in {', '.join(folder_paths.get_folder_paths('loras'))}: put "
+                             f"the TextBoost file there, then refresh the node list (press R) and choose it.")
+        if not path.lower().endswith(files.SAFETENSORS_EXTENSIONS):
+            raise ValueError(f"{lora_name} is not a .safetensors file (it was not opened): TextBoost saves "
+                             f"models/loras/<name>.safetensors. Pick that file.")
         sd, meta = files.load_safetensors(path)
         if not any(k.startswith("lora_te") for k in sd):
             raise ValueError(f"{lora_name} has no text-encoder LoRA keys (lora_te…): it is not a TextBoost file. "

@@ -86,10 +86,12 @@ class TrainTextualInversion(io.ComfyNode):
                   "save_every": s(save_every, "save_every"), "masked": mask is not None,
                   "base_model": type(model.model.model_config).__name__}
 
+        schedule = engine.Schedule(config["learning_rate"], steps, config["lr_schedule"])
         node_id = cls.hidden.unique_id if cls.hidden else None
         diffusion, text = Diffusion(model), TextEncoder(clip)
         common.check_model_clip_match(diffusion, text)
         emb_path = os.path.join(common.models_dir("embeddings"), token_name + ".safetensors")
+        formats.check_overwrite(emb_path, token_name, "An embedding")   # before training, not after it
         with torch.inference_mode(False):
             pixels = prepare_pixels(images, resolution)
             with torch.no_grad():
@@ -105,7 +107,7 @@ class TrainTextualInversion(io.ComfyNode):
             result = common.train_and_save(
                 method, run, lambda done: formats.save_embedding(emb_path, method.vectors(), {**meta, "steps": done}),
                 steps=steps, seed=seed, save_every=config["save_every"],
-                schedule=engine.Schedule(config["learning_rate"], steps, config["lr_schedule"]),
+                schedule=schedule,
                 node_id=node_id, on_step=common.reporter(node_id, run, method, vae, resolution, seed, preview_every))
         png = plot.loss_plot({"loss": result.losses}, run.plot_path)
         out_clip = text.with_embedding_dir(os.path.dirname(emb_path))

@@ -14,6 +14,7 @@ Not named `server.py`: tests/ precedes ComfyUI on sys.path under pytest, and a t
 would shadow ComfyUI's own `server` module (`from server import PromptServer` in core nodes and
 in the pack's progress reporting).
 """
+import json
 import os
 import shutil
 import socket
@@ -180,36 +181,48 @@ class ComfyServer:
     def object_info(self, node_class: str | None = None) -> dict:
         return self.get("/object_info" + (f"/{node_class}" if node_class else ""))
 
-    def post_prompt(self, graph: dict) -> str:
-        """Queue an API-format graph; return its prompt_id. Raises ComfyError if it is refused."""
+    def submit(self, graph: dict) -> tuple[int, dict]:
+        """POST an API-format graph to /prompt as it is (NaN and infinity included, as JSON numbers
+        the server's parser reads); (HTTP status, the server's answer)."""
         self._check_alive()
-        r = requests.post(self.url + "/prompt", json={"prompt": graph, "client_id": self.client_id}, timeout=30)
+        data = json.dumps({"prompt": graph, "client_id": self.client_id})
+        r = requests.post(self.url + "/prompt", data=data, headers={"Content-Type": "application/json"}, timeout=30)
         try:
             body = r.json()
         except ValueError:
             body = {"error": r.text}
-        if r.status_code != 200 or body.get("node_errors"):
-            raise ComfyError(f"ComfyUI refused the prompt (HTTP {r.status_code}): {_refusal(body)}")
+        return r.status_code, body
+
+    def post_prompt(self, graph: dict) -> str:
+        """Queue an API-format graph; return its prompt_id. Raises ComfyError if it is refused."""
+        status, body = self.submit(graph)
+        if status != 200 or body.get("node_errors"):
+            raise ComfyError(f"ComfyUI refused the prompt (HTTP {status}): {_refusal(body)}")
         return body["prompt_id"]
 
     def history(self, prompt_id: str) -> dict | None:
         return self.get(f"/history/{prompt_id}").get(prompt_id)
 
-    def wait(self, prompt_id: str, timeout: float = 300, poll: float = 0.25) -> dict:
-        """Wait until the prompt finished; return its /history entry (outputs, status).
-        Raises ComfyError with the server's error message if it failed or was interrupted."""
+    def finish(self, prompt_id: str, timeout: float = 300, poll: float = 0.25) -> dict:
+        """Wait until the prompt finished, however it ended; return its /history entry."""
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive()
             entry = self.history(prompt_id)
             if entry is not None and entry.get("status", {}).get("completed") is not None:
-                status = entry["status"]
-                if status.get("status_str") == "success":
-                    return entry
-                raise ComfyError(_failure(status.get("messages", [])))
+                return entry
             if time.monotonic() > deadline:
                 raise ComfyError(f"Prompt {prompt_id} did not finish within {timeout:.0f} s.")
             time.sleep(poll)
+
+    def wait(self, prompt_id: str, timeout: float = 300, poll: float = 0.25) -> dict:
+        """Wait until the prompt finished; return its /history entry (outputs, status).
+        Raises ComfyError with the server's error message if it failed or was interrupted."""
+        entry = self.finish(prompt_id, timeout, poll)
+        status = entry["status"]
+        if status.get("status_str") == "success":
+            return entry
+        raise ComfyError(_failure(status.get("messages", [])))
 
     def run(self, graph: dict, timeout: float = 300) -> dict:
         return self.wait(self.post_prompt(graph), timeout)

@@ -30,3 +30,18 @@ def tiny():
     import tinysd
     tinysd.register()
     return tinysd
+
+
+# Lines a test module asks to show after the run (e.g. test_reliability's case matrix), printed in
+# pytest's terminal summary, so they appear with -q and without -s.
+SUMMARIES: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def summaries() -> list[str]:
+    return SUMMARIES
+
+
+def pytest_terminal_summary(terminalreporter):
+    for text in SUMMARIES:
+        terminalreporter.write_line(text)

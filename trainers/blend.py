@@ -28,7 +28,8 @@ def parse_weights(text: str) -> list[float]:
             raise ValueError(f"Weight {p!r} is not a number: write one number per connected CLIP, e.g. "
                              f"'0.25, 0.75'.") from None
         if not math.isfinite(w):
-            raise ValueError(f"Weight {p!r} is not a finite number.")
+            raise ValueError(f"Weight {p!r} is not a finite number: write one number per connected CLIP, e.g. "
+                             f"'0.25, 0.75'.")
         out.append(w)
     return out
 

@@ -5,6 +5,9 @@ import torch
 import torch.nn.functional as F
 
 
+EMPTY_IMAGES = "The IMAGE input is empty: connect at least one image"
+
+
 def as_image_list(images) -> list[torch.Tensor]:
     """IMAGE tensors [B,H,W,C] or lists of them (mixed sizes) -> list of [H,W,C] images."""
     if torch.is_tensor(images):
@@ -13,10 +16,19 @@ def as_image_list(images) -> list[torch.Tensor]:
     for img in images:
         if img.ndim == 3:
             img = img.unsqueeze(0)
-        if img.ndim != 4 or img.shape[-1] not in (1, 3, 4):
-            raise ValueError(f"Expected IMAGE tensors shaped [batch, height, width, channels], got {tuple(img.shape)}.")
+        if img.ndim != 4 or img.shape[-1] not in (1, 3, 4) or min(img.shape[1:3], default=0) < 1:
+            raise ValueError(f"Expected IMAGE tensors shaped [batch, height, width, channels] with 1, 3 or 4 "
+                             f"channels, got {tuple(img.shape)}: connect an image output (e.g. Load Image) here.")
+        if img.numel() and not bool(torch.isfinite(img).all()):
+            raise ValueError("The IMAGE holds NaN or infinite pixel values: check the node that made it (images "
+                             "hold numbers from 0 to 1).")
         out.extend(img[i] for i in range(img.shape[0]))
     return out
+
+
+def rgb(img_hwc: torch.Tensor) -> torch.Tensor:
+    """[..., C] with 1, 3 or 4 channels -> [..., 3] (alpha dropped, grey expanded)."""
+    return img_hwc[..., :3] if img_hwc.shape[-1] >= 3 else img_hwc.expand(*img_hwc.shape[:-1], 3)
 
 
 def square_resize(img_hwc: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -37,12 +49,8 @@ def prepare_pixels(images, resolution: int) -> torch.Tensor:
         raise ValueError(f"Resolution {resolution} is not a multiple of 8; pick e.g. {resolution // 8 * 8 or 8}.")
     imgs = as_image_list(images)
     if not imgs:
-        raise ValueError("The IMAGE input is empty: connect at least one image (3-5 are typical).")
-    out = []
-    for img in imgs:
-        img = img[..., :3] if img.shape[-1] >= 3 else img.expand(*img.shape[:-1], 3)
-        out.append(square_resize(img, resolution))
-    return torch.stack(out)
+        raise ValueError(EMPTY_IMAGES + " (3-5 are typical).")
+    return torch.stack([square_resize(rgb(img), resolution) for img in imgs])
 
 
 def prepare_masks(masks, count: int, resolution: int, latent_size: int) -> torch.Tensor | None:

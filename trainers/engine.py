@@ -17,8 +17,10 @@ import comfy.utils
 
 from .runs import RunFolder
 
-# Test hook: make the loss NaN at this step (reliability tests force numerical faults with it).
+# Test hooks (reliability tests force numerical faults with them): make the loss NaN at this
+# step, or raise an out-of-memory error at it, as a GPU would.
 NAN_AT_STEP_ENV = "TEXTTUNE_TEST_NAN_AT_STEP"
+OOM_AT_STEP_ENV = "TEXTTUNE_TEST_OOM_AT_STEP"
 
 
 class TrainingStopped(RuntimeError):
@@ -32,6 +34,10 @@ class Schedule:
     kind: str = "constant"          # constant | cosine | linear
     warmup: int = 0
 
+    def __post_init__(self):
+        if self.kind not in ("constant", "cosine", "linear"):
+            raise ValueError(f"Unknown LR schedule {self.kind!r}: choose constant, cosine or linear.")
+
     def factor(self, step: int) -> float:
         if self.warmup and step < self.warmup:
             return (step + 1) / self.warmup
@@ -40,9 +46,7 @@ class Schedule:
         progress = (step - self.warmup) / max(1, self.steps - self.warmup)
         if self.kind == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        if self.kind == "linear":
-            return max(0.0, 1.0 - progress)
-        raise ValueError(f"Unknown LR schedule {self.kind!r}: choose constant, cosine or linear.")
+        return max(0.0, 1.0 - progress)                # linear
 
 
 class Method:
@@ -98,8 +102,11 @@ def train(method: Method, run: RunFolder, *, steps: int, schedule: Schedule, see
     groups = []
     for g in method.param_groups():
         names = g["params"]
-        groups.append({**g, "params": [params[n] for n in names],
-                       "lr": g.get("lr", schedule.lr), "initial_lr": g.get("lr", schedule.lr)})
+        lr = g.get("lr", schedule.lr)
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"A learning rate of {lr} cannot train: set the node's learning rate(s) to a positive "
+                             f"number, e.g. 1e-4.")
+        groups.append({**g, "params": [params[n] for n in names], "lr": lr, "initial_lr": lr})
     optimizer = torch.optim.AdamW(groups, lr=schedule.lr, weight_decay=weight_decay, betas=betas)
 
     scale_device = method.grad_scaling_device()
@@ -115,6 +122,7 @@ def train(method: Method, run: RunFolder, *, steps: int, schedule: Schedule, see
         resumed = start
     losses = [r["loss"] for r in run.read_metrics()]
     nan_at = int(os.environ.get(NAN_AT_STEP_ENV, "-1"))
+    oom_at = int(os.environ.get(OOM_AT_STEP_ENV, "-1"))
     pbar = comfy.utils.ProgressBar(steps, node_id=node_id)
     pbar.update_absolute(min(start, steps))
     done, t0 = start, time.perf_counter()
@@ -130,6 +138,8 @@ def train(method: Method, run: RunFolder, *, steps: int, schedule: Schedule, see
                 mm.throw_exception_if_processing_interrupted()
                 for g in optimizer.param_groups:
                     g["lr"] = g["initial_lr"] * schedule.factor(step)
+                if step == oom_at:
+                    raise torch.OutOfMemoryError(f"out of memory (forced by {OOM_AT_STEP_ENV})")
                 loss, metrics = method.loss(step, step_generator(seed, step))
                 if step == nan_at:
                     loss = loss * float("nan")

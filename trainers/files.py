@@ -26,12 +26,30 @@ def _umask() -> int:
     return mask
 
 
+PARTIAL_PREFIX, PARTIAL_SUFFIX = ".texttune-", ".partial"
+
+
+def remove_partials(folder: str, prefix: str = PARTIAL_PREFIX):
+    """Delete the temporary files of writes that never finished (a process killed mid-write) in `folder`."""
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if name.startswith(prefix) and name.endswith(PARTIAL_SUFFIX):
+            try:
+                os.remove(os.path.join(folder, name))
+            except FileNotFoundError:
+                pass
+
+
 def atomic_write(path: str, write) -> str:
     """Write through `write(tmp_path)` into a temporary file beside `path`, then rename: readers see
-    the old file or the whole new one, never a part."""
+    the old file or the whole new one, never a part. A temporary file of an earlier write of `path`
+    that was killed before its rename is removed first (writes of one file do not overlap here)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".texttune-", suffix=".partial", dir=folder)
+    prefix = f"{PARTIAL_PREFIX}{os.path.basename(path)}-"
+    remove_partials(folder, prefix)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=PARTIAL_SUFFIX, dir=folder)
     os.close(fd)
     try:
         write(tmp)
@@ -60,11 +78,22 @@ def write_json(obj, path: str) -> str:
     return atomic_write(path, write)
 
 
+def unreadable_safetensors(path: str, error: Exception) -> ValueError:
+    return ValueError(f"{os.path.basename(path)} is not a readable safetensors file ({error}): it is damaged or not "
+                      f"safetensors at all, e.g. a download or copy that was cut short. Replace it with a complete "
+                      f"copy.")
+
+
 def load_safetensors(path: str, device="cpu"):
-    """(tensors, metadata) of a safetensors file."""
-    with safetensors.safe_open(path, framework="pt", device=str(device)) as f:
-        meta = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    """(tensors, metadata) of a safetensors file; a ValueError naming the file if it cannot be read."""
+    try:
+        with safetensors.safe_open(path, framework="pt", device=str(device)) as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # safetensors' own error: a bad header, or data cut short
+        raise unreadable_safetensors(path, e) from e
     return tensors, meta
 
 
@@ -74,7 +103,8 @@ def load_torch_weights(path: str):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for anything beyond plain tensors and containers
         raise ValueError(f"{os.path.basename(path)} was refused: it is not a plain weights file "
-                         f"(only safetensors, or pickles holding tensors alone, are read). Details: {e}") from e
+                         f"(only safetensors, or pickles holding tensors alone, are read; nothing in it was run). "
+                         f"Use a .safetensors version of it, or a file that holds only tensors. Details: {e}") from e
 
 
 SAFETENSORS_EXTENSIONS = (".safetensors", ".sft")
@@ -87,10 +117,7 @@ def load_weights(path: str, device=None) -> dict[str, torch.Tensor]:
     the reader puts them)."""
     name = os.path.basename(path)
     if path.lower().endswith(SAFETENSORS_EXTENSIONS):
-        try:
-            tensors, _ = load_safetensors(path, device) if device is not None else load_safetensors(path)
-        except Exception as e:  # a bad header or a file that is not safetensors at all
-            raise ValueError(f"{name} is not a readable safetensors file: {e}") from e
+        tensors, _ = load_safetensors(path, device) if device is not None else load_safetensors(path)
         return tensors
     obj = load_torch_weights(path)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

@@ -411,9 +411,31 @@ class FusionGuider(comfy.samplers.CFGGuider):
         return self._guided(self.fusion, x, timestep, model_options)
 
 
+def check_conditioning(model_patcher, conds: dict):
+    """Every conditioning has the token width the MODEL reads (another family's CLIP would fail deep in the UNet)."""
+    width = getattr(model_patcher.model.model_config, "unet_config", {}).get("context_dim")
+    for name, cond in conds.items():
+        for c, _ in cond or []:
+            if width is not None and c.shape[-1] != width:
+                raise ValueError(f"The {name} conditioning has token features of width {c.shape[-1]} but the MODEL "
+                                 f"reads width {width} (SD1: 768, SD2: 1024, SDXL: 2048): encode it with the CLIP of "
+                                 f"the same checkpoint as the MODEL.")
+
+
+def check_latent(model_patcher, samples: torch.Tensor):
+    channels = model_patcher.get_model_object("latent_format").latent_channels
+    if samples.ndim < 4 or samples.shape[0] == 0 or samples.shape[1] != channels:
+        raise ValueError(f"The latent_image has shape {list(samples.shape)}, but this MODEL denoises batches of "
+                         f"{channels}-channel latents: make it with Empty Latent Image (batch_size 1 or more) or with "
+                         f"VAE Encode and the VAE of the same model.")
+    if not bool(torch.isfinite(samples).all()):
+        raise ValueError("The latent_image holds NaN or infinite values: check the node that made it.")
+
+
 def make_guider(model, positive, negative, reference, settings: FusionSettings, promptnet=None) -> FusionGuider:
     """`promptnet`: None, or (PromptNet, reference IMAGE, VAE, placeholder word) to put S* into the
     positive prompt at every step."""
+    check_conditioning(model, {"positive": positive, "negative": negative, "reference": reference})
     sstar = None if promptnet is None else promptnet_lib.SStar(model, *promptnet)
     guider = FusionGuider(model, settings, sstar)
     guider.set_conds(positive, negative, reference)
@@ -424,8 +446,12 @@ def ksampler(model, seed: int, steps: int, scheduler: str, positive, negative, l
              settings: FusionSettings, reference=None, promptnet=None) -> dict:
     """What the core KSampler node does (noise from the seed, the scheduler's sigmas with denoise,
     noise masks, previews), with fusion sampling in place of the sampler. Returns the LATENT."""
+    known = comfy.samplers.KSampler.SCHEDULERS
+    if scheduler not in known:
+        raise ValueError(f"Unknown scheduler {scheduler!r}: choose one of {', '.join(known)}.")
     guider = make_guider(model, positive, negative, reference, settings, promptnet)
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    check_latent(model, samples)
     noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
     sigmas = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler="ddim",
                                      scheduler=scheduler, denoise=denoise, model_options=model.model_options).sigmas

@@ -560,7 +560,7 @@ def file_metadata(path: str) -> dict:
         with safetensors.safe_open(path, framework="pt") as f:        # metadata only
             meta = f.metadata() or {}
     except Exception as e:  # not safetensors at all
-        raise ValueError(f"{os.path.basename(path)} is not a readable safetensors file: {e}") from e
+        raise files.unreadable_safetensors(path, e) from e
     if meta.get("kind") != KIND or "promptnet_config" not in meta:
         raise ValueError(f"{os.path.basename(path)} is not a PromptNet file saved by TextTune (its metadata has no "
                          f"promptnet_config). ProFusion's released PromptNet is a folder: {RELEASE_LAYOUT}.")

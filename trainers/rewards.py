@@ -29,6 +29,7 @@ Kinds are registered by name (`register_kind`), so another custom node can add o
 a ShapeWorld reward). ImageReward is not supported: see README.md "Reward models".
 """
 import dataclasses
+import math
 import os
 import sys
 import types
@@ -322,6 +323,10 @@ class Combined(Reward):
         if len(rewards) != len(weights) or not rewards:
             raise ValueError("Combine rewards: give one weight per reward.")
         self.rewards, self.weights = list(rewards), [float(w) for w in weights]
+        bad = [w for w in self.weights if not math.isfinite(w)]
+        if bad:
+            raise ValueError(f"Reward weight {bad[0]} is not a finite number: give each reward a weight such as 1 or "
+                             f"0.5.")
         self.label = " + ".join(f"{w:g}·{r.label}" for r, w in zip(self.rewards, self.weights))
         self.patchers = tuple(p for r in self.rewards for p in r.patchers)
 
@@ -487,7 +492,7 @@ def register_kind(kind) -> None:
 
 def get_kind(name: str):
     if name not in KINDS:
-        raise ValueError(f"Unknown reward kind {name!r}; known: {', '.join(KINDS)}.")
+        raise ValueError(f"Unknown reward kind {name!r}: choose one of {', '.join(KINDS)}.")
     return KINDS[name]
 
 

@@ -38,6 +38,8 @@ class RunFolder:
                     f"Run '{name}' already exists in {self.path} with other settings ({', '.join(diff)}). "
                     f"Give this run another name, or delete that folder to start over.")
         os.makedirs(self.ckpt_dir, exist_ok=True)
+        for folder in (self.path, self.ckpt_dir):          # left by a run killed while it saved
+            files.remove_partials(folder)
         files.write_json(config, cfg_path)
 
     # -- checkpoints -----------------------------------------------------------------------
