@@ -14,11 +14,22 @@ Sections (`--sections`, all by default):
     fidelity    = share of "a photo of a <word>" images classified as the concept,
     editability = share of "a <colour> <word> on a <background> background" images with the concept
                   AND both asked colours,
-  and the same two numbers for the plain word "object" (baseline);
+  and the same two numbers for the plain word "object" (baseline) and for the concept's private code
+  word (world.CODE_WORDS: what the model was trained to draw it from, so the most a learned word
+  can hope for);
 - personalisation: the same figures from ONE image of each concept, for one-image textual
   inversion, TextBoost (the prompt words are "<word> object", as TextBoost prompts with its class
   word) and TextBoost without each of its parts (augmentation tokens, knowledge preservation,
-  SNR-weighted timesteps).
+  SNR-weighted timesteps);
+- fusion: ProFusion's fusion sampling against plain CFG with a deliberately over-fitted textual-
+  inversion word (one image, FUSION_TI: a high learning rate and many steps, no regularisation),
+  both with DDIM over ddim_uniform sigmas at the same steps; plain CFG at cfg = omega_1. The
+  reference prompt puts "object" in the word's place. A sweep over omega_2 and gamma;
+- reward: TextCraftor (text encoder) and its UNet-LoRA stage, each trained through its node on
+  REWARD_TRAIN_PROMPTS for ShapeWorld's "large and centred" reward; on held-out prompts (the
+  following section's prompts, with backgrounds and all six named kinds) the mean reward and
+  prompt following before and after, and the reward against the blend weight w of base and
+  tuned encoders (Blend Text Encoders with weights 1-w, w; the dial of issue 6).
 
 Run: `$(cat .host/python) bench/quality.py` from the repository root; writes
 bench/results/quality.json. Sections run alone replace only their own part of that file (parts
@@ -35,8 +46,21 @@ import common  # bench/common.py: host set-up; must come before ComfyUI and Text
 from texttune.shapeworld import classifier, evaluate, model, world  # noqa: E402
 
 GOALS = {"prompt_following_all_three": 0.8, "ti_fidelity": 0.8, "ti_editability": 0.6, "ti_steps_max": 300,
-         "textboost_editability_gain_over_one_image_ti": 0.15}
-SECTIONS = ("following", "ti", "personalisation")
+         "textboost_editability_gain_over_one_image_ti": 0.15,
+         "fusion_editability_gain_over_plain": 0.1, "fusion_fidelity_loss_max": 0.05}
+SECTIONS = ("following", "ti", "personalisation", "fusion", "reward")
+# the over-fitted word of the fusion section: one image, five times the benchmark's TI learning rate,
+# 1,000 steps, no regularisation
+FUSION_TI = {"images": 1, "steps": 1000, "learning_rate": 5e-3}
+FUSION_SAMPLING = {"steps": 20, "scheduler": "ddim_uniform"}
+FUSION_OMEGA_1 = evaluate.SAMPLER["cfg"]
+FUSION_SWEEP = [(w2, g) for w2 in (0.0, 2.5, 5.0) for g in (0.3, 0.6, 1.0)]
+# reward training: three named kinds in three colours, no backgrounds; held out: the following prompts
+REWARD_TRAIN_PROMPTS = [f"a {c} {k}" for k in ("circle", "square", "triangle") for c in ("red", "yellow", "blue")]
+REWARD_TRAINING = {"batch_size": 3, "sampling_steps": 25, "grad_steps": 5, "cfg": evaluate.SAMPLER["cfg"],
+                   "resolution": world.SIZE, "seed": 0, "save_every": 0}
+REWARD_DIAL = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
+GOALS.update({"reward_gain_min": 0.2, "reward_following_drop_max": 0.02})
 # one-image personalisation rows: name -> (trainer, node settings over evaluate.TI / evaluate.TEXTBOOST)
 PERSONALISATION = {
     "textual_inversion_1_image": ("ti", {}),
@@ -69,13 +93,17 @@ def run_ti(a, kinds, mdl, clip, vae, net):
         minutes = (time.time() - t) / 60
         learned = evaluate.concept_scores(mdl, ti_clip, vae, words, kind, net, a.images, seed=1000)
         baseline = evaluate.concept_scores(mdl, clip, vae, world.UNNAMED_WORD, kind, net, a.images, seed=1000)
-        concepts[kind] = {"textual_inversion": learned, "plain_word_object": baseline, "ti_minutes": round(minutes, 2)}
+        code = evaluate.concept_scores(mdl, clip, vae, world.CODE_WORDS[kind], kind, net, a.images, seed=1000)
+        concepts[kind] = {"textual_inversion": learned, "plain_word_object": baseline, "private_code_word": code,
+                          "ti_minutes": round(minutes, 2)}
         print(f"{kind}: TI fidelity {learned['fidelity']:.2f} editability {learned['editability']:.2f} | "
-              f"'object' fidelity {baseline['fidelity']:.2f} editability {baseline['editability']:.2f} "
+              f"'object' {baseline['fidelity']:.2f} / {baseline['editability']:.2f} | "
+              f"code word '{world.CODE_WORDS[kind]}' {code['fidelity']:.2f} / {code['editability']:.2f} "
               f"({minutes:.1f} min TI)", flush=True)
     mean = mean_of([c["textual_inversion"] for c in concepts.values()])
     return {"steps": a.ti_steps, "settings": evaluate.TI, "images_per_concept": 5, "concepts": concepts,
             "mean": mean, "object_word_mean": mean_of([c["plain_word_object"] for c in concepts.values()]),
+            "code_word_mean": mean_of([c["private_code_word"] for c in concepts.values()]),
             "goals_met": {"fidelity": mean["fidelity"] >= GOALS["ti_fidelity"],
                           "editability": mean["editability"] >= GOALS["ti_editability"]}}
 
@@ -112,6 +140,87 @@ def run_personalisation(a, kinds, mdl, clip, vae, net):
     return out
 
 
+def run_fusion(a, kinds, mdl, clip, vae, net):
+    plain_sampler = {"sampler_name": "ddim", "scheduler": FUSION_SAMPLING["scheduler"],
+                     "steps": FUSION_SAMPLING["steps"], "cfg": FUSION_OMEGA_1}
+    per_kind = {}
+    for kind in kinds:
+        t = time.time()
+        tuned, words = evaluate.learn(mdl, clip, vae, kind, FUSION_TI["steps"], images=FUSION_TI["images"],
+                                      learning_rate=FUSION_TI["learning_rate"], tag="overfit",
+                                      run_name=f"quality-overfit-{kind}")
+        row = {"ti_minutes": round((time.time() - t) / 60, 2),
+               "plain_cfg": evaluate.concept_scores(mdl, tuned, vae, words, kind, net, a.images, seed=1000,
+                                                    sampler=plain_sampler)}
+        for w2, g in FUSION_SWEEP:
+            settings = {**FUSION_SAMPLING, "omega_1": FUSION_OMEGA_1, "omega_2": w2, "gamma": g}
+            row[f"fusion_omega2_{w2}_gamma_{g}"] = evaluate.concept_scores(mdl, tuned, vae, words, kind, net,
+                                                                           a.images, seed=1000, fusion=settings)
+        per_kind[kind] = row
+        print(f"{kind} over-fitted word: " + ", ".join(f"{k} {v['fidelity']:.2f}/{v['editability']:.2f}"
+                                                       for k, v in row.items() if isinstance(v, dict)), flush=True)
+    names = [k for k in per_kind[kinds[0]] if isinstance(per_kind[kinds[0]][k], dict)]
+    means = {name: mean_of([per_kind[k][name] for k in kinds]) for name in names}
+    plain = means["plain_cfg"]
+    meets = [name for name in names if name != "plain_cfg"
+             and means[name]["editability"] >= plain["editability"] + GOALS["fusion_editability_gain_over_plain"]
+             and means[name]["fidelity"] >= plain["fidelity"] - GOALS["fusion_fidelity_loss_max"]]
+    return {"overfit_ti": FUSION_TI, "sampling": {**FUSION_SAMPLING, "omega_1": FUSION_OMEGA_1},
+            "sweep_omega2_gamma": FUSION_SWEEP, "per_concept": per_kind, "mean": means,
+            "settings_meeting_goal": meets, "goal_met": bool(meets)}
+
+
+def held_out(mdl, clip, vae, net, n: int, encode=None) -> dict:
+    """Mean ShapeWorld reward and prompt following of images from the held-out prompts."""
+    from texttune.shapeworld import reward
+    cases = evaluate.following_cases(n, seed=0)
+    images = evaluate.generate(mdl, clip, vae, [p for p, _ in cases], seed=0, encode=encode)
+    f = evaluate.score(images, [e for _, e in cases], net)
+    return {"reward": reward.large_and_centred(images.movedim(-1, 1)).mean().item(), "following": f["all_three"]}
+
+
+def run_reward(a, mdl, clip, vae, net):
+    from texttune.nodes.reward_training import TrainRewardLoRA, TrainRewardTextEncoder
+    from texttune.nodes.text_encoders import BlendTextEncoders
+    from texttune.shapeworld import reward
+    shapes = reward.LargeAndCentred()
+    args = {**REWARD_TRAINING, "prompts": "\n".join(REWARD_TRAIN_PROMPTS), "prompt_file": "", "steps": a.reward_steps}
+    before = held_out(mdl, clip, vae, net, a.following)
+    out = {"training": {**args, "learning_rates": {"text_encoder": a.reward_lr, "lora": a.reward_lora_lr}},
+           "held_out_prompts": a.following, "before": before}
+    t = time.time()
+    with common.torch.inference_mode():
+        tuned = TrainRewardTextEncoder.execute(model=mdl, clip=clip, vae=vae, reward=shapes, encoder_name="sw-reward",
+                                               learning_rate=a.reward_lr, run_name="quality-reward-te", **args)[0]
+    out["text_encoder"] = {**held_out(mdl, tuned, vae, net, a.following), "minutes": round((time.time() - t) / 60, 2)}
+    t = time.time()
+    with common.torch.inference_mode():
+        lora_model = TrainRewardLoRA.execute(model=mdl, clip=clip, vae=vae, reward=shapes, lora_name="sw-reward",
+                                             lora_rank=4, lora_targets="to_q, to_k, to_v, to_out",
+                                             learning_rate=a.reward_lora_lr, run_name="quality-reward-lora",
+                                             **args)[0]
+    out["unet_lora"] = {**held_out(lora_model, clip, vae, net, a.following), "minutes": round((time.time() - t) / 60, 2)}
+    for name in ("text_encoder", "unet_lora"):
+        r = out[name]
+        r["reward_gain"] = r["reward"] / before["reward"] - 1
+        r["following_change"] = r["following"] - before["following"]
+        r["goal_met"] = (r["reward_gain"] >= GOALS["reward_gain_min"]
+                         and r["following_change"] >= -GOALS["reward_following_drop_max"])
+        print(f"reward {name}: reward {before['reward']:.3f} -> {r['reward']:.3f} ({100 * r['reward_gain']:+.0f}%), "
+              f"following {before['following']:.3f} -> {r['following']:.3f}", flush=True)
+
+    def blended(w):
+        def encode(text):
+            return BlendTextEncoders.execute(text=text, clip_a=clip, clip_b=tuned, weights=f"{1 - w}, {w}")[0]
+        return encode
+    dial = {str(w): held_out(mdl, clip, vae, net, a.following, encode=blended(w)) for w in REWARD_DIAL}
+    rewards = [dial[str(w)]["reward"] for w in REWARD_DIAL]
+    out["dial"] = {"weights": REWARD_DIAL, "by_weight": dial,
+                   "monotone_increasing": all(x < y for x, y in zip(rewards, rewards[1:]))}
+    print("dial: " + ", ".join(f"w={w}: {r:.3f}" for w, r in zip(REWARD_DIAL, rewards)), flush=True)
+    return out
+
+
 def file_digest(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()[:16]
@@ -126,6 +235,9 @@ def main():
     ap.add_argument("--rows", default=",".join(PERSONALISATION), help="personalisation rows to run")
     ap.add_argument("--images", type=int, default=20, help="images per fidelity / editability figure")
     ap.add_argument("--kinds", default=",".join(world.UNNAMED_KINDS))
+    ap.add_argument("--reward-steps", type=int, default=100, help="reward-training steps (each stage)")
+    ap.add_argument("--reward-lr", type=float, default=1e-4, help="TextCraftor's learning rate on ShapeWorld")
+    ap.add_argument("--reward-lora-lr", type=float, default=1e-3, help="the UNet LoRA's learning rate")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (tiny models: one thread avoids oversubscription stalls on a shared CPU)")
     ap.add_argument("--no-write", action="store_true")
@@ -138,28 +250,38 @@ def main():
     checkpoint = {"file": os.path.relpath(model.WEIGHTS, common.REPO), "sha256_16": file_digest(model.WEIGHTS)}
     runners = {"following": lambda: run_following(a, mdl, clip, vae, net),
                "ti": lambda: run_ti(a, kinds, mdl, clip, vae, net),
-               "personalisation": lambda: run_personalisation(a, kinds, mdl, clip, vae, net)}
-    path = os.path.join(common.RESULTS, "quality.json")
-    result = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            result = json.load(f)
-    if result.get("checkpoint") != checkpoint:
-        result = {}
-    result.update({"benchmark": "quality", "checkpoint": checkpoint, "goals": GOALS,
-                   "what": "ShapeWorld classifier accuracy of generated images: prompt following of the base model; "
-                           "learned words for the unnamed concepts (textual inversion from 5 images against the "
-                           "plain word 'object'; one-image personalisation by TextBoost, its ablations and "
-                           "textual inversion)"})
+               "personalisation": lambda: run_personalisation(a, kinds, mdl, clip, vae, net),
+               "fusion": lambda: run_fusion(a, kinds, mdl, clip, vae, net),
+               "reward": lambda: run_reward(a, mdl, clip, vae, net)}
+    header = {"benchmark": "quality", "checkpoint": checkpoint, "goals": GOALS,
+              "what": "ShapeWorld classifier accuracy of generated images: prompt following of the base model; "
+                      "learned words for the unnamed concepts (textual inversion from 5 images against the "
+                      "plain word 'object'; one-image personalisation by TextBoost, its ablations and "
+                      "textual inversion; fusion sampling against plain CFG with an over-fitted word; reward "
+                      "fine-tuning on held-out prompts and the blend dial)"}
     for name in a.sections.split(","):
         t0 = time.time()
         section = runners[name]()
         section.update({"minutes": round((time.time() - t0) / 60, 1), "images_per_figure": a.images,
                         "kinds": kinds, "machine": common.machine(), "command": common.command()})
-        result[name] = section
-    print(json.dumps({k: v for k, v in result.items() if k in SECTIONS}, indent=1)[:4000])
-    if not a.no_write:
-        print("wrote", common.write_result("quality", result))
+        print(json.dumps(section, indent=1)[:4000])
+        if not a.no_write:
+            print("wrote", save_section(header, name, section))
+
+
+def save_section(header: dict, name: str, section: dict) -> str:
+    """Merge one finished section into bench/results/quality.json as it is now (so runs of other
+    sections, even at the same time, keep theirs); parts measured on another checkpoint are dropped."""
+    path = os.path.join(common.RESULTS, "quality.json")
+    result = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+    if result.get("checkpoint") != header["checkpoint"]:
+        result = {}
+    result.update(header)
+    result[name] = section
+    return common.write_result("quality", result)
 
 
 if __name__ == "__main__":

@@ -57,18 +57,20 @@ def concept_images(kind: str, n: int = 5, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(world.render_batch(world.concept_scenes(kind, n, seed)))
 
 
-def generate(mdl, clip, vae, prompts, seed: int = 0, per_prompt: int = 1, negative: str = "", **sampler) -> torch.Tensor:
-    """IMAGE (len(prompts)*per_prompt, 64, 64, 3): prompt i gets seed `seed + i`."""
+def generate(mdl, clip, vae, prompts, seed: int = 0, per_prompt: int = 1, negative: str = "", encode=None,
+             **sampler) -> torch.Tensor:
+    """IMAGE (len(prompts)*per_prompt, 64, 64, 3): prompt i gets seed `seed + i`. `encode(text)` makes
+    the positive CONDITIONING (default: CLIP Text Encode with `clip`, which always encodes the negative)."""
     import nodes
     with torch.inference_mode():        # as ComfyUI's executor runs nodes
-        return _generate(nodes, mdl, clip, vae, prompts, seed, per_prompt, negative, {**SAMPLER, **sampler})
+        return _generate(nodes, mdl, clip, vae, prompts, seed, per_prompt, negative, encode, {**SAMPLER, **sampler})
 
 
-def _generate(nodes, mdl, clip, vae, prompts, seed, per_prompt, negative, opts):
+def _generate(nodes, mdl, clip, vae, prompts, seed, per_prompt, negative, encode, opts):
     neg = nodes.CLIPTextEncode().encode(clip, negative)[0]
     out = []
     for i, text in enumerate(prompts):
-        pos = nodes.CLIPTextEncode().encode(clip, text)[0]
+        pos = encode(text) if encode else nodes.CLIPTextEncode().encode(clip, text)[0]
         latent = nodes.EmptyLatentImage().generate(world.SIZE, world.SIZE, per_prompt)[0]
         samples = nodes.common_ksampler(mdl, seed + i, opts["steps"], opts["cfg"], opts["sampler_name"],
                                         opts["scheduler"], pos, neg, latent)[0]
@@ -100,10 +102,10 @@ def prompt_following(mdl, clip, vae, n: int = 36, seed: int = 0, net=None) -> di
     return res
 
 
-def learn(mdl, clip, vae, kind: str, steps: int, seed: int = 0, images: int = 5, **settings):
+def learn(mdl, clip, vae, kind: str, steps: int, seed: int = 0, images: int = 5, tag: str = "", **settings):
     """Textual inversion of `kind` from `images` renders through the node (TI settings, overridden by
-    `settings`); returns (CLIP, the words for prompts: 'embedding:<name>')."""
-    token = f"sw-{kind}-{images}"
+    `settings`; `tag` tells runs of one kind apart); returns (CLIP, the words for prompts: 'embedding:<name>')."""
+    token = f"sw-{kind}-{images}" + (f"-{tag}" if tag else "")
     args = {**TI, "run_name": f"quality-{kind}-{images}-{steps}", **settings, "token_name": token, "steps": steps,
             "seed": seed}
     from ..nodes.textual_inversion import TrainTextualInversion
@@ -144,15 +146,46 @@ def edit_cases(n: int, seed: int) -> list:
     return out
 
 
-def concept_scores(mdl, clip, vae, word: str, kind: str, net, n: int, seed: int) -> dict:
+def generate_fusion(mdl, clip, vae, prompts, concept: str, references, seed: int = 0, per_prompt: int = 1,
+                    steps: int = 20, scheduler: str = "ddim_uniform", **settings) -> torch.Tensor:
+    """As `generate`, with ProFusion's fusion sampling (trainers/fusion, as TextTuneKSamplerFusion runs
+    it): prompt i marks `concept` and is refined towards `references[i]` (None: omega_2 unused);
+    `settings` are FusionSettings fields. Prompt i gets seed `seed + i`."""
+    import nodes
+    from ..trainers import fusion
+    opts = fusion.check_settings(fusion.FusionSettings(**settings))
+    with torch.inference_mode():
+        neg = nodes.CLIPTextEncode().encode(clip, "")[0]
+        out = []
+        for i, (text, ref) in enumerate(zip(prompts, references)):
+            pos = fusion.encode_concept(clip, text, concept)
+            ref_cond = nodes.CLIPTextEncode().encode(clip, ref)[0] if ref else None
+            latent = nodes.EmptyLatentImage().generate(world.SIZE, world.SIZE, per_prompt)[0]
+            samples = fusion.ksampler(mdl, seed + i, steps, scheduler, pos, neg, latent, 1.0, opts, ref_cond)
+            out.append(nodes.VAEDecode().decode(vae, samples)[0])
+    return torch.cat(out)
+
+
+def concept_scores(mdl, clip, vae, word: str, kind: str, net, n: int, seed: int, sampler: dict | None = None,
+                   fusion: dict | None = None) -> dict:
     """Fidelity and editability of `word` (an `embedding:` name, perhaps with a class word, or a plain
-    word) for `kind`. Learned words get "a", as in their training captions."""
+    word) for `kind`. Learned words get "a", as in their training captions. `sampler` overrides
+    SAMPLER's KSampler settings; with `fusion` (FusionSettings fields, plus steps and scheduler), the
+    images come from fusion sampling with `word` as the concept and the prompt with "object" in its
+    place as the reference."""
     article = "an" if word[0] in "aeiou" and not word.startswith("embedding:") else "a"
-    fid = generate(mdl, clip, vae, [f"a photo of {article} {word}"], seed=seed, per_prompt=n)
-    fidelity = score(fid, [{"kind": kind}] * n, net)["kind"]
     cases = edit_cases(n, seed + 1)
+    fid_prompt, fid_reference = f"a photo of {article} {word}", "a photo of " + prompt(world.UNNAMED_WORD)
     prompts = [f"a {c} {word} on a {bg} background" for c, bg in cases]
-    imgs = generate(mdl, clip, vae, prompts, seed=seed + 100)
+    references = [prompt(world.UNNAMED_WORD, c, bg) for c, bg in cases]
+
+    def draw(texts, refs, seed, per_prompt=1):
+        if fusion is None:
+            return generate(mdl, clip, vae, texts, seed=seed, per_prompt=per_prompt, **(sampler or {}))
+        return generate_fusion(mdl, clip, vae, texts, word, refs, seed=seed, per_prompt=per_prompt, **fusion)
+    fid = draw([fid_prompt], [fid_reference], seed, per_prompt=n)
+    fidelity = score(fid, [{"kind": kind}] * n, net)["kind"]
+    imgs = draw(prompts, references, seed + 100)
     ed = score(imgs, [{"kind": kind, "colour": c, "background": bg} for c, bg in cases], net)
     return {"fidelity": fidelity, "editability": ed["all_three"],
             "editability_parts": {h: ed[h] for h in classifier.HEADS}}

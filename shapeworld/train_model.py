@@ -2,21 +2,23 @@
 UNet, CLIP and VAE under ComfyUI's SD1 prefixes) and shapeworld.json (seed, steps, minutes per
 stage, the VAE's reconstruction accuracy as the classifier reads it).
 
-    .host/venv/bin/python shapeworld/train_model.py          # 54.5 minutes on 2 CPU cores (weights/shapeworld.json)
+    .host/venv/bin/python shapeworld/train_model.py          # 39.4 minutes on 2 CPU cores (weights/shapeworld.json)
 
 Three stages, all from SEED:
 1. the TAESD-architecture autoencoder on rendered scenes (mostly on 32 px crops, which is four
    times cheaper and teaches the same local code, then on whole images), with a little noise on
    the latents so the decoder forgives a diffusion model's small errors. Its reconstructions are
-   checked with the classifier before going on (shapes must come back with their kinds);
-2. latents of a fixed training set, and the VAE's scale and shift so the UNet sees unit-variance
+   checked with the classifier before going on (shapes must come back with their kinds). Under
+   bf16 autocast with float32 weights, which halves its steps on the CPU;
+2. latents of a fixed training set (encoded under bf16 autocast), and the VAE's scale and shift so the UNet sees unit-variance
    latents after SD1's 0.18215;
 3. the UNet and the CLIP text encoder jointly (as LDM trained its text encoder), eps-prediction
    on SD1's noise schedule through ComfyUI's own model code, min-SNR-5 weighting, AdamW, an
    exponential moving average of the weights (saved), captions with attributes left out at
-   random and 10% empty captions for classifier-free guidance. The token-embedding table stays at
+   random, the unnamed kinds' private code words (world.CODE_WORDS) in 60% of their captions,
+   and 10% empty captions for classifier-free guidance. The token-embedding table stays at
    its seeded init (the world uses about forty words; its dense gradient, AdamW and EMA cost a fifth
-   of every step) and the forward runs under bf16 autocast with float32 weights.
+   of every step) and the forward runs under bf16 autocast with float32 weights (fused AdamW).
 
 `--eval-every N` measures the EMA weights' prompt following every N steps (a diagnostic: it adds
 time and is not part of the committed run).
@@ -46,7 +48,7 @@ VAE_CROP_STEPS = 800
 VAE_FULL_STEPS = 50
 VAE_BATCH = 32
 DATASET = 12_000
-DIFFUSION_STEPS = 5500
+DIFFUSION_STEPS = 5800
 DIFFUSION_BATCH = 48
 LR = 1e-3
 LATENT_NOISE = 0.1
@@ -85,8 +87,10 @@ def train_vae(taesd, rng: random.Random, crop_steps: int, full_steps: int, batch
         if crop:   # a random 32x32 window of each image, on the 8 px latent grid
             i, j = (8 * torch.randint(0, 5, (2,), generator=g)).tolist()
             x = x[:, :, i:i + 32, j:j + 32]
-        e = taesd.taesd_encoder(x)
-        y = taesd.taesd_decoder(e + LATENT_NOISE * torch.randn(e.shape, generator=g))
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):   # fp32 weights; halves the step on the CPU
+            e = taesd.taesd_encoder(x)
+            y = taesd.taesd_decoder(e + LATENT_NOISE * torch.randn(e.shape, generator=g))
+        e, y = e.float(), y.float()
         loss = (y - x).abs().mean() + F.mse_loss(y, x) + edge_loss(y, x) + 1e-4 * e.pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -100,7 +104,9 @@ def train_vae(taesd, rng: random.Random, crop_steps: int, full_steps: int, batch
 
 @torch.no_grad()
 def encode(taesd, batch_scenes, chunk=250) -> torch.Tensor:
-    return torch.cat([taesd.taesd_encoder(pixels(batch_scenes[i:i + chunk])) for i in range(0, len(batch_scenes), chunk)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return torch.cat([taesd.taesd_encoder(pixels(batch_scenes[i:i + chunk])).float()
+                          for i in range(0, len(batch_scenes), chunk)])
 
 
 @torch.no_grad()
@@ -156,7 +162,7 @@ def train_diffusion(patcher, clip, z: torch.Tensor, data_scenes, rng: random.Ran
         for p in params:
             p.requires_grad_(True)
         ema = [p.detach().clone() for p in params]
-        opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.01, betas=(0.9, 0.99))
+        opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.01, betas=(0.9, 0.99), fused=True)
         warm = 200
 
         def lr_at(step):
@@ -168,7 +174,8 @@ def train_diffusion(patcher, clip, z: torch.Tensor, data_scenes, rng: random.Ran
         t0 = time.time()
         for step in range(steps):
             idx = torch.randint(0, z.shape[0], (batch,), generator=g)
-            texts = ["" if rng.random() < CAPTION_DROP else world.caption_variant(data_scenes[i], rng) for i in idx.tolist()]
+            texts = ["" if rng.random() < CAPTION_DROP else world.caption_variant(data_scenes[i], rng, private_words=True)
+                     for i in idx.tolist()]
             x0 = z[idx].to(diffusion.device)
             t = torch.randint(0, len(sigmas), (batch,), generator=g)
             sigma = sigmas[t].to(diffusion.device)

@@ -1,9 +1,16 @@
 """ShapeWorld: a deterministic synthetic world of flat shapes on flat backgrounds, with captions.
 
 A scene is a background colour and one or two shapes; a shape has a kind, a colour, a size and
-a position. Six kinds have names in captions; the three UNNAMED kinds are only ever called
-"an object", so a model trained on the world can draw them but has no word for them: the
-situation textual inversion and TextBoost exist for.
+a position. Six kinds have names in captions; the three UNNAMED kinds are called "an object" in
+every caption a user or a learner sees, so a model trained on the world can draw them but the
+public vocabulary has no word for them: the situation textual inversion and TextBoost exist for.
+
+The model's own training captions (`caption_variant(..., private_words=True)`) also call each
+unnamed kind by a PRIVATE code word in 60% of its captions ("a dax", "a dax object"). Without it
+the three kinds would share one caption and the model would have no reason to let any text choose
+between them: no embedding, learned or not, could ask for a ring. A real checkpoint is in the same
+position as this one: it has seen a concept under words the person learning it is never told.
+Nothing outside `shapeworld/train_model.py` uses the code words.
 
 Images are 64x64 RGB, drawn 4x larger and box-filtered down so edges are anti-aliased. Shapes are
 at least 14 px in radius: smaller ones come back from an 8x latent autoencoder as blobs.
@@ -32,6 +39,9 @@ UNNAMED_KINDS = ("ring", "crescent", "hourglass")
 KINDS = NAMED_KINDS + UNNAMED_KINDS
 COLOUR_NAMES = tuple(COLOURS)
 UNNAMED_WORD = "object"
+# Private code words of the unnamed kinds: in the model's training captions only (see the docstring).
+CODE_WORDS = {"ring": "dax", "crescent": "kiki", "hourglass": "toma"}
+CODE_WORD_P = 0.6
 
 RADIUS = {"small": 14, "large": 20}
 # 3x3 grid of centres per size (pixels at 64 px), so a shape never leaves the image.
@@ -130,10 +140,19 @@ def scenes(seed: int, n: int, **kw) -> list:
 
 # -- training captions: the full caption and shorter ones, so prompts may leave attributes out --
 
-def caption_variant(scene: Scene, rng: random.Random) -> str:
-    """A caption that is true of the scene, with some attributes left out (for training)."""
+def caption_variant(scene: Scene, rng: random.Random, private_words: bool = False) -> str:
+    """A caption that is true of the scene, with some attributes left out (for training). With
+    `private_words`, an unnamed kind is called by its code word in CODE_WORD_P of captions, half of
+    those alone ("a dax") and half before the public word ("a dax object")."""
+    def word(s: Shape) -> str:
+        if s.kind in NAMED_KINDS or not private_words or rng.random() >= CODE_WORD_P:
+            return s.word
+        return CODE_WORDS[s.kind] + ("" if rng.random() < 0.5 else f" {UNNAMED_WORD}")
+
     if len(scene.shapes) == 2:
-        text = scene.caption()
+        a, b = scene.shapes
+        text = (f"a {a.colour} {word(a)} on the left and a {b.colour} {word(b)} on the right"
+                f" on a {scene.background} background")
         if rng.random() < 0.3:
             text = text.rsplit(" on a ", 1)[0]
     else:
@@ -141,7 +160,7 @@ def caption_variant(scene: Scene, rng: random.Random) -> str:
         words = ["a"]
         if rng.random() < 0.7:
             words.append(s.size)
-        words += [s.colour, s.word] if rng.random() < 0.9 else [s.word]
+        words += [s.colour, word(s)] if rng.random() < 0.9 else [word(s)]
         if rng.random() < 0.6:
             words.append(position_phrase(s.position))
         if rng.random() < 0.8:

@@ -13,11 +13,15 @@ from texttune.shapeworld import classifier, evaluate, model, world
 
 # Stated accuracies (measured figures are in bench/results/quality.json and shapeworld/weights/*.json).
 CLASSIFIER_MIN = 0.95
-# On the 12 fixed prompts of test_model_follows_prompts the committed model scores 0.917 all three
-# (11/12; colour and background 12/12); bench/quality.py's 72 prompts give 0.875. The test asks for
-# issue 3's goal, 0.8.
+# The committed model scores 0.972 all three on bench/quality.py's 72 prompts; the test asks for issue
+# 3's goal, 0.8, on 12 others.
 FOLLOWING_MIN = 0.8
 COLOUR_MIN = 0.9
+# Textual inversion on one unnamed concept in a CI-sized run (issue 3's 300 steps): bench/quality.py
+# measures ring fidelity 0.75 on 20 images ('object': 0.05); the test asks 0.6 on 12 and a 0.3 gain.
+TI_KIND, TI_STEPS = "ring", 300
+TI_FIDELITY_MIN = 0.6
+TI_GAIN_MIN = 0.3
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +66,30 @@ def test_every_caption_variant_uses_only_words_true_of_the_scene():
         for s in scene.shapes:
             assert s.word in text
             assert s.kind in world.NAMED_KINDS or s.kind not in text
+        assert not any(w in text.split() for w in world.CODE_WORDS.values()), text   # public captions
         for colour in world.COLOUR_NAMES:
             if colour in text:
                 assert colour == scene.background or any(colour == s.colour for s in scene.shapes)
+
+
+def test_private_code_words_name_only_their_own_kind():
+    """The model's training captions call an unnamed kind by its code word in about CODE_WORD_P of
+    them, never another kind's, and never by the kind's real name."""
+    rng = random.Random(3)
+    said = {k: 0 for k in world.UNNAMED_KINDS}
+    seen = dict(said)
+    for scene in world.scenes(4, 3000, two_shape_p=0.0):
+        s = scene.shapes[0]
+        words = world.caption_variant(scene, rng, private_words=True).split()
+        assert s.kind not in words or s.kind in world.NAMED_KINDS
+        used = [k for k, w in world.CODE_WORDS.items() if w in words]
+        assert used in ([], [s.kind]), (s.kind, words)
+        assert used or s.word in words
+        if s.kind in said:
+            seen[s.kind] += 1
+            said[s.kind] += bool(used)
+    for k in said:
+        assert abs(said[k] / seen[k] - world.CODE_WORD_P) < 0.06, (k, said[k], seen[k])
 
 
 # -- the classifier ----------------------------------------------------------------------------
@@ -112,3 +137,17 @@ def test_images_change_with_the_prompt(shapeworld):
     a = evaluate.generate(*shapeworld, ["a red star on a blue background"], seed=5)
     b = evaluate.generate(*shapeworld, ["a yellow circle on a green background"], seed=5)
     assert (a - b).abs().mean() > 0.1
+
+
+# -- learning a word for an unnamed concept (issue 3: a CI-sized textual inversion) ---------------
+
+def test_textual_inversion_learns_an_unnamed_concept(shapeworld, net):
+    """TI_STEPS of textual inversion from 5 renders of an unnamed kind, with the benchmark's settings
+    (evaluate.TI), give a word that draws it far more often than the plain word "object"."""
+    mdl, clip, vae = shapeworld
+    learned, words = evaluate.learn(mdl, clip, vae, TI_KIND, TI_STEPS, run_name="ci-ti")
+    got = evaluate.concept_scores(mdl, learned, vae, words, TI_KIND, net, n=12, seed=1000)
+    plain = evaluate.concept_scores(mdl, clip, vae, world.UNNAMED_WORD, TI_KIND, net, n=12, seed=1000)
+    assert got["fidelity"] >= TI_FIDELITY_MIN, (got, plain)
+    assert got["fidelity"] >= plain["fidelity"] + TI_GAIN_MIN, (got, plain)
+
