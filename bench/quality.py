@@ -183,6 +183,7 @@ def run_reward(a, mdl, clip, vae, net):
     from texttune.nodes.reward_training import TrainRewardLoRA, TrainRewardTextEncoder
     from texttune.nodes.text_encoders import BlendTextEncoders
     from texttune.shapeworld import reward
+    from texttune.trainers.lora import ALL_UNET_TARGETS
     shapes = reward.LargeAndCentred()
     args = {**REWARD_TRAINING, "prompts": "\n".join(REWARD_TRAIN_PROMPTS), "prompt_file": "", "steps": a.reward_steps}
     before = held_out(mdl, clip, vae, net, a.following)
@@ -196,7 +197,7 @@ def run_reward(a, mdl, clip, vae, net):
     t = time.time()
     with common.torch.inference_mode():
         lora_model = TrainRewardLoRA.execute(model=mdl, clip=clip, vae=vae, reward=shapes, lora_name="sw-reward",
-                                             lora_rank=4, lora_targets="to_q, to_k, to_v, to_out",
+                                             lora_rank=4, lora_targets=ALL_UNET_TARGETS,
                                              learning_rate=a.reward_lora_lr, run_name="quality-reward-lora",
                                              **args)[0]
     out["unet_lora"] = {**held_out(lora_model, clip, vae, net, a.following), "minutes": round((time.time() - t) / 60, 2)}

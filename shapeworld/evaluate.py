@@ -62,20 +62,26 @@ def generate(mdl, clip, vae, prompts, seed: int = 0, per_prompt: int = 1, negati
     """IMAGE (len(prompts)*per_prompt, 64, 64, 3): prompt i gets seed `seed + i`. `encode(text)` makes
     the positive CONDITIONING (default: CLIP Text Encode with `clip`, which always encodes the negative)."""
     import nodes
-    with torch.inference_mode():        # as ComfyUI's executor runs nodes
-        return _generate(nodes, mdl, clip, vae, prompts, seed, per_prompt, negative, encode, {**SAMPLER, **sampler})
+    opts = {**SAMPLER, **sampler}
+
+    def sample(i, pos, neg, latent):
+        return nodes.common_ksampler(mdl, seed + i, opts["steps"], opts["cfg"], opts["sampler_name"],
+                                     opts["scheduler"], pos, neg, latent)[0]
+    return _generate(clip, vae, prompts, per_prompt, negative, encode, sample)
 
 
-def _generate(nodes, mdl, clip, vae, prompts, seed, per_prompt, negative, encode, opts):
-    neg = nodes.CLIPTextEncode().encode(clip, negative)[0]
-    out = []
-    for i, text in enumerate(prompts):
-        pos = encode(text) if encode else nodes.CLIPTextEncode().encode(clip, text)[0]
-        latent = nodes.EmptyLatentImage().generate(world.SIZE, world.SIZE, per_prompt)[0]
-        samples = nodes.common_ksampler(mdl, seed + i, opts["steps"], opts["cfg"], opts["sampler_name"],
-                                        opts["scheduler"], pos, neg, latent)[0]
-        out.append(nodes.VAEDecode().decode(vae, samples)[0])
-    return torch.cat(out)
+def _generate(clip, vae, prompts, per_prompt, negative, encode, sample) -> torch.Tensor:
+    """Encode each prompt (`encode`, default CLIP Text Encode), `sample(i, positive, negative, latent)`
+    an empty latent, decode; inside inference mode, as ComfyUI's executor runs nodes."""
+    import nodes
+    with torch.inference_mode():
+        neg = nodes.CLIPTextEncode().encode(clip, negative)[0]
+        out = []
+        for i, text in enumerate(prompts):
+            pos = encode(text) if encode else nodes.CLIPTextEncode().encode(clip, text)[0]
+            latent = nodes.EmptyLatentImage().generate(world.SIZE, world.SIZE, per_prompt)[0]
+            out.append(nodes.VAEDecode().decode(vae, sample(i, pos, neg, latent))[0])
+        return torch.cat(out)
 
 
 def score(images: torch.Tensor, expected: list, net=None) -> dict:
@@ -154,16 +160,12 @@ def generate_fusion(mdl, clip, vae, prompts, concept: str, references, seed: int
     import nodes
     from ..trainers import fusion
     opts = fusion.check_settings(fusion.FusionSettings(**settings))
-    with torch.inference_mode():
-        neg = nodes.CLIPTextEncode().encode(clip, "")[0]
-        out = []
-        for i, (text, ref) in enumerate(zip(prompts, references)):
-            pos = fusion.encode_concept(clip, text, concept)
-            ref_cond = nodes.CLIPTextEncode().encode(clip, ref)[0] if ref else None
-            latent = nodes.EmptyLatentImage().generate(world.SIZE, world.SIZE, per_prompt)[0]
-            samples = fusion.ksampler(mdl, seed + i, steps, scheduler, pos, neg, latent, 1.0, opts, ref_cond)
-            out.append(nodes.VAEDecode().decode(vae, samples)[0])
-    return torch.cat(out)
+
+    def sample(i, pos, neg, latent):
+        ref = nodes.CLIPTextEncode().encode(clip, references[i])[0] if references[i] else None
+        return fusion.ksampler(mdl, seed + i, steps, scheduler, pos, neg, latent, 1.0, opts, ref)
+    return _generate(clip, vae, prompts, per_prompt, "", lambda text: fusion.encode_concept(clip, text, concept),
+                     sample)
 
 
 def concept_scores(mdl, clip, vae, word: str, kind: str, net, n: int, seed: int, sampler: dict | None = None,
