@@ -236,6 +236,8 @@ class TrainPromptNet(io.ComfyNode):
                                       key="name")
             result = common.train_and_save(method, run, save, steps=steps, seed=seed, save_every=save_every,
                                            schedule=engine.Schedule(learning_rate, steps), weight_decay=1e-2,
+                                           oom_advice=engine.lower({"batch_size": batch_size, "resolution": resolution},
+                                                                   also="set train_lora to false" if train_lora else ""),
                                            node_id=node_id, on_step=Reporter(node_id, run))   # live curve, and its history on reload
             trained = method.result(name + ".safetensors")
             lora_sd = lora.kohya_state_dict() if lora is not None else None

@@ -93,6 +93,13 @@ def unroll_settings(steps: int, lr: float, lr_tip: str, batch_tip: str) -> list:
     ]
 
 
+def oom_advice(unroll: dict) -> str:
+    """What to lower when an unrolled step runs out of memory: each of the grad_steps keeps a UNet
+    call's inputs and replays the call in the backward pass."""
+    return engine.lower({k: unroll[k] for k in ("grad_steps", "batch_size", "resolution")},
+                        also="connect a TAESD as vae (core Load VAE: taesd), which decodes far cheaper")
+
+
 def run_config(method: str, name: str, model, reward, lines: list[str], **settings) -> dict:
     return {"method": method, "name": name, "reward": reward.label, "prompts": len(lines),
             "prompts_digest": hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16], **settings,
@@ -170,7 +177,7 @@ class TrainRewardTextEncoder(io.ComfyNode):
             # AdamW as the official code: torch's defaults but for weight decay 0.01, no gradient clipping
             result = common.train_and_save(method, run, save, steps=steps, seed=seed, save_every=save_every,
                                            schedule=engine.Schedule(learning_rate, steps), weight_decay=1e-2,
-                                           node_id=node_id, on_step=common.reporter(
+                                           oom_advice=oom_advice(unroll), node_id=node_id, on_step=common.reporter(
                                                node_id, run, method, vae, resolution, seed, preview_every, cfg))
             tensors = method.encoder_state_dict()
         losses = common.loss_map(run, result)               # the loss, then each reward's score
@@ -254,7 +261,7 @@ class TrainRewardLoRA(io.ComfyNode):
             result = common.train_and_save(method, run, save, steps=steps, seed=seed, save_every=save_every,
                                            schedule=engine.Schedule(learning_rate, steps),
                                            weight_decay=LORA_WEIGHT_DECAY, max_grad_norm=LORA_MAX_GRAD_NORM,
-                                           node_id=node_id, on_step=common.reporter(
+                                           oom_advice=oom_advice(unroll), node_id=node_id, on_step=common.reporter(
                                                node_id, run, method, vae, resolution, seed, preview_every, cfg))
             lora_sd = lora.kohya_state_dict()
         losses = common.loss_map(run, result)

@@ -185,6 +185,8 @@ class TrainTextBoost(io.ComfyNode):
                                            save_every=config["save_every"],
                                            schedule=engine.Schedule(config["lora_learning_rate"], steps),
                                            weight_decay=1e-2, max_grad_norm=1.0,
+                                           oom_advice=engine.lower({"batch_size": batch_size,
+                                                                    "resolution": resolution}),
                                            node_id=node_id, on_step=common.reporter(node_id, run, method, vae,
                                                                                     resolution, seed, preview_every))
         losses = common.loss_map(run, result)

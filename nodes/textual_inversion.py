@@ -107,7 +107,7 @@ class TrainTextualInversion(io.ComfyNode):
             result = common.train_and_save(
                 method, run, lambda done: formats.save_embedding(emb_path, method.vectors(), {**meta, "steps": done}),
                 steps=steps, seed=seed, save_every=config["save_every"],
-                schedule=schedule,
+                schedule=schedule, oom_advice=engine.lower({"batch_size": batch_size, "resolution": resolution}),
                 node_id=node_id, on_step=common.reporter(node_id, run, method, vae, resolution, seed, preview_every))
         png = plot.loss_plot({"loss": result.losses}, run.plot_path)
         out_clip = text.with_embedding_dir(os.path.dirname(emb_path))

@@ -51,7 +51,7 @@ class Schedule:
 
 class Method:
     """The per-method part of a trainer."""
-    oom_advice = "lower the batch size or the resolution"
+    oom_advice = "lower the batch size or the resolution"      # nodes name their own inputs: engine.lower
 
     def trainable(self) -> dict[str, torch.nn.Parameter]:
         raise NotImplementedError
@@ -92,11 +92,20 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
 
 
+def lower(inputs: dict, also: str = "") -> str:
+    """Out-of-memory advice that names a node's own inputs with their values, e.g.
+    lower({"batch_size": 8, "resolution": 512}) -> "lower batch_size (now 8) or resolution (now 512)"."""
+    named = [f"{name} (now {value})" for name, value in inputs.items()]
+    text = "lower " + (", ".join(named[:-1]) + " or " + named[-1] if len(named) > 1 else named[0])
+    return f"{text}, or {also}" if also else text
+
+
 def train(method: Method, run: RunFolder, *, steps: int, schedule: Schedule, seed: int,
           save_every: int = 0, weight_decay: float = 0.0, betas=(0.9, 0.999), max_grad_norm: float = 0.0,
-          on_step=None, node_id=None) -> Result:
+          on_step=None, node_id=None, oom_advice: str | None = None) -> Result:
     """Run `method` to `steps` total steps in `run`, resuming from its latest checkpoint.
-    `max_grad_norm` > 0 clips the global gradient norm before each optimiser step."""
+    `max_grad_norm` > 0 clips the global gradient norm before each optimiser step. `oom_advice` (from
+    `lower`, naming the node's inputs) replaces the method's general advice on running out of memory."""
     params = method.trainable()
     param_list = list(params.values())
     groups = []
@@ -176,7 +185,7 @@ def train(method: Method, run: RunFolder, *, steps: int, schedule: Schedule, see
         except torch.OutOfMemoryError as e:
             checkpoint()
             raise TrainingStopped(
-                f"Out of memory at step {done + 1}: {method.oom_advice}. The last good state (step {done}) is "
+                f"Out of memory at step {done + 1}: {oom_advice or method.oom_advice}. The last good state (step {done}) is "
                 f"saved in {run.ckpt_dir} and the run resumes from it.") from e
         except BaseException:                        # cancel, or any failure: keep what is done
             checkpoint()

@@ -804,7 +804,6 @@ class PromptNetTraining(engine.Method):
     the target; loss = the diffusion loss of "a photo of S*" with S* = PromptNet(x0, t, image, x_t).
     PromptNet trains in float32 (a copy; the input PromptNet is unchanged), and optionally a LoRA on
     the UNet's attention q/k/v (`lora`, a trainers.lora.UnetLora) at its own learning rate."""
-    oom_advice = "lower the batch size or the resolution, or train without the UNet LoRA"
 
     def __init__(self, diffusion: Diffusion, prompt: PlaceholderPrompt, promptnet: PromptNet,
                  latents: torch.Tensor, flipped: torch.Tensor, tokens: torch.Tensor, tokens_flipped: torch.Tensor,

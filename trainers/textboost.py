@@ -56,8 +56,6 @@ def check_kp_weight(kp_weight: float) -> float:
 
 
 class TextBoost(engine.Method):
-    oom_advice = "lower the batch size or the resolution"
-
     def __init__(self, diffusion: Diffusion, text: TextEncoder, latents: torch.Tensor, edits: list,
                  templates: list[str], class_word: str, init_words: str, prior_captions: list[str],
                  lora: TextLora, batch_size: int, aug_tokens: bool = True, kp_weight: float = 0.1,

@@ -43,9 +43,6 @@ from .comfy_adapter import Diffusion, EncoderCopy, TextEncoder, decode, encoder_
 from .lora import UnetLora
 from .rewards import part_names
 
-OOM_ADVICE = ("lower grad_steps (K: each step that keeps its gradient stores a UNet call's inputs and replays it "
-              "in the backward pass), the batch size or the resolution, or decode through a TAESD")
-
 
 def parse_prompts(text: str | None) -> list[str]:
     """One prompt per non-empty line."""
@@ -81,7 +78,6 @@ def prompt_batch(prompts: list[str], batch: int, step: int, seed: int) -> list[s
 
 class RewardUnroll(engine.Method):
     """The unrolled, checkpointed sampling chain scored by a reward; subclasses say what trains."""
-    oom_advice = OOM_ADVICE
 
     def __init__(self, diffusion: Diffusion, text: TextEncoder, vae, reward, prompts: list[str], *,
                  batch_size: int = 1, sampling_steps: int = 25, grad_steps: int = 5, cfg: float = 7.5,

@@ -26,8 +26,6 @@ def initial_vectors(text: TextEncoder, init_words: str, n_vectors: int) -> dict[
 
 
 class TextualInversion(engine.Method):
-    oom_advice = "lower the batch size or the resolution"
-
     def __init__(self, diffusion: Diffusion, text: TextEncoder, latents: torch.Tensor, flipped: torch.Tensor,
                  masks, templates: list[str], init_words: str, n_vectors: int, batch_size: int,
                  flip: bool = True, timesteps: str = "uniform"):
