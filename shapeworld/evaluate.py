@@ -112,8 +112,7 @@ def learn(mdl, clip, vae, kind: str, steps: int, seed: int = 0, images: int = 5,
     """Textual inversion of `kind` from `images` renders through the node (TI settings, overridden by
     `settings`; `tag` tells runs of one kind apart); returns (CLIP, the words for prompts: 'embedding:<name>')."""
     token = f"sw-{kind}-{images}" + (f"-{tag}" if tag else "")
-    args = {**TI, "run_name": f"quality-{kind}-{images}-{steps}", **settings, "token_name": token, "steps": steps,
-            "seed": seed}
+    args = {**TI, "run_name": f"quality-{token}-{steps}", **settings, "token_name": token, "steps": steps, "seed": seed}
     from ..nodes.textual_inversion import TrainTextualInversion
     with torch.inference_mode():
         out = TrainTextualInversion.execute(model=[mdl], clip=[clip], vae=[vae],

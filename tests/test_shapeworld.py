@@ -22,6 +22,9 @@ COLOUR_MIN = 0.9
 TI_KIND, TI_STEPS = "ring", 300
 TI_FIDELITY_MIN = 0.6
 TI_GAIN_MIN = 0.3
+# TextBoost from ONE image: the ring of world.concept_scenes(seed 1), a yellow ring on white
+TB_KIND, TB_IMAGE_SEED, TB_STEPS = "ring", 1, 250
+TB_FIDELITY_MIN, TB_EDITABILITY_MIN = 0.5, 0.5
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +154,16 @@ def test_textual_inversion_learns_an_unnamed_concept(shapeworld, net):
     assert got["fidelity"] >= TI_FIDELITY_MIN, (got, plain)
     assert got["fidelity"] >= plain["fidelity"] + TI_GAIN_MIN, (got, plain)
 
+
+
+def test_textboost_learns_an_unnamed_concept_from_one_image(shapeworld, net):
+    """TextBoost with the benchmark's settings (evaluate.TEXTBOOST: LoRA, augmentation tokens, knowledge
+    preservation, SNR-weighted timesteps) on one render of an unnamed kind gives words that draw it,
+    and in the colours and backgrounds a prompt asks for, far more often than the plain word."""
+    mdl, clip, vae = shapeworld
+    boosted, words = evaluate.boost(mdl, clip, vae, TB_KIND, TB_STEPS, seed=TB_IMAGE_SEED, tag="ci")
+    got = evaluate.concept_scores(mdl, boosted, vae, words, TB_KIND, net, n=12, seed=1000)
+    plain = evaluate.concept_scores(mdl, clip, vae, world.UNNAMED_WORD, TB_KIND, net, n=12, seed=1000)
+    assert got["fidelity"] >= TB_FIDELITY_MIN, (got, plain)
+    assert got["fidelity"] >= plain["fidelity"] + TI_GAIN_MIN, (got, plain)
+    assert got["editability"] >= TB_EDITABILITY_MIN, (got, plain)
