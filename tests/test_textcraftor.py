@@ -400,8 +400,10 @@ def test_out_of_memory_advice_names_k_batch_and_resolution(models, shapes, monke
     def oom(self, step, g):
         raise torch.OutOfMemoryError("CUDA out of memory")
     monkeypatch.setattr(TextCraftor, "loss", oom)
-    with pytest.raises(engine.TrainingStopped, match=r"Out of memory at step 1: lower grad_steps \(K.*the batch "
-                                                      r"size or the resolution"):
+    with pytest.raises(engine.TrainingStopped, match=rf"Out of memory at step 1: lower grad_steps \(now "
+                                                      rf"{NODE_ARGS['grad_steps']}\), batch_size \(now "
+                                                      rf"{NODE_ARGS['batch_size']}\) or resolution \(now "
+                                                      rf"{NODE_ARGS['resolution']}\), or connect a TAESD as vae"):
         train(models, shapes, "tc-oom")
 
 
