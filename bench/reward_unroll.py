@@ -27,6 +27,7 @@ Run: `$(cat .host/python) bench/reward_unroll.py` from the repository root (~25 
 `--only memory|speed`, `--threads`, `--no-write`.
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -86,9 +87,23 @@ def build(size: str, stage: str, grad_steps: int, sampling_steps: int, checkpoin
     return method, opt
 
 
-def iteration(method, opt, step: int):
+def iteration(method, opt, step: int, saved: dict | None = None):
+    """One training step. With `saved`, also count what autograd keeps for the backward pass (bytes
+    of distinct tensor storages): the memory that grows with K unless the UNet calls are checkpointed,
+    exact and free of the allocator's noise."""
     from texttune.trainers import engine
-    loss, _ = method.loss(step, engine.step_generator(0, step))
+    hooks = contextlib.nullcontext()
+    if saved is not None:
+        storages = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+    with hooks:
+        loss, _ = method.loss(step, engine.step_generator(0, step))
+    if saved is not None:
+        saved["bytes"] = sum(storages.values())
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -130,12 +145,14 @@ def measure_one(size: str, stage: str, k: int, checkpointing: bool) -> dict:
         with open("/proc/self/clear_refs", "w") as f:      # reset the peak-RSS mark to the current RSS
             f.write("5")
         t = time.perf_counter()
-        iteration(method, opt, 1)
+        saved = {}
+        iteration(method, opt, 1, saved)
         seconds = time.perf_counter() - t
         peak = rss_kib("VmHWM")
     return {"size": size, "stage": stage, "grad_steps": k, "checkpointing": checkpointing,
             "iteration_peak_mb": round((peak - before) / 1024, 1), "rss_before_mb": round(before / 1024, 1),
-            "process_peak_mb": round(peak / 1024, 1), "seconds": round(seconds, 2)}
+            "process_peak_mb": round(peak / 1024, 1), "saved_for_backward_mb": round(saved["bytes"] / 2**20, 2),
+            "seconds": round(seconds, 2)}
 
 
 def memory_rows(threads: int, sizes) -> list[dict]:
@@ -162,14 +179,18 @@ def memory_summary(rows: list[dict], sizes) -> dict:
     out = {}
     for size in sizes:
         for stage in ("textcraftor", "lora"):
-            def peak(k, ck):
-                return next(r["iteration_peak_mb"] for r in rows if (r["size"], r["stage"], r["grad_steps"],
-                                                                         r["checkpointing"]) == (size, stage, k, ck))
+            def peak(k, ck, field="iteration_peak_mb"):
+                return next(r[field] for r in rows if (r["size"], r["stage"], r["grad_steps"],
+                                                       r["checkpointing"]) == (size, stage, k, ck))
             on = [peak(k, True) for k in KS]
             off = [peak(k, False) for k in KS]
+            saved_on = [peak(k, True, "saved_for_backward_mb") for k in KS]
+            saved_off = [peak(k, False, "saved_for_backward_mb") for k in KS]
             out[f"{size}_{stage}"] = {
                 "checkpointing_k10_over_k1": round(on[-1] / on[0], 3),
                 "no_checkpointing_k10_over_k1": round(off[-1] / off[0], 3),
+                "saved_for_backward_checkpointing_k10_over_k1": round(saved_on[-1] / saved_on[0], 3),
+                "saved_for_backward_no_checkpointing_k10_over_k1": round(saved_off[-1] / saved_off[0], 3),
                 "no_checkpointing_grows_with_k": all(b > a for a, b in zip(off, off[1:])),
                 "goal_met": on[-1] / on[0] <= GOAL_MEMORY and all(b > a for a, b in zip(off, off[1:])),
             }

@@ -121,37 +121,45 @@ def test_prompt_batches_are_seeded_epochs():
 # ---------------------------------------------------------------------------------------------
 # where the gradient goes
 def spy_on_unet(method):
-    """Record each UNet call (grad mode, conditioning, sigma) and, for calls whose conditioning carries a
-    gradient, that call's own share of the gradient of the conditioning."""
-    calls, state = [], {"record": True}
+    """Record each UNet call of the sampling chain (grad mode, whether its conditioning carries a
+    gradient, sigma, conditioning) in `calls`, and each call the backward pass replays in `replays`
+    (checkpointed steps run without a graph first and are recomputed, with one, in the backward pass):
+    for those, also that call's own share of the gradient of the conditioning ("dcond")."""
+    calls, replays, state = [], [], {"record": True}
     real = method.diffusion.denoise
 
     def denoise(x, sigma, cond, pooled=None):
         rec = {"grad_mode": torch.is_grad_enabled(), "needs_grad": cond.requires_grad,
                "sigma": float(sigma.flatten()[0]), "cond": cond.detach().clone()}
         if state["record"]:
+            calls.append(rec)
+        else:
+            replays.append(rec)
             if rec["grad_mode"] and rec["needs_grad"]:
                 cond = cond.view_as(cond)                 # a node of its own: the hook sees this call's share
                 cond.register_hook(lambda grad, rec=rec: rec.__setitem__("dcond", grad.detach().clone()))
-            calls.append(rec)
         return real(x, sigma, cond, pooled)
     method.diffusion.denoise = denoise
-    return calls, state
+    return calls, replays, state
 
 
 def grads_through_k(models, reward, k, noise):
-    """(UNet calls, gradient of the loss for every encoder weight) with the last `k` steps kept."""
+    """(UNet calls of the chain, calls the backward pass replayed, gradient of the loss for every
+    encoder weight) with the last `k` steps kept."""
     method = method_for(models, reward)
     params = method.trainable()
     with torch.inference_mode(False), method.session():
-        calls, state = spy_on_unet(method)
+        calls, replays, state = spy_on_unet(method)
         images = method.images(PROMPTS[:2], noise, grad_steps=k)
-        state["record"] = False                          # the backward pass replays checkpointed calls
+        state["record"] = False                          # from here on: the backward pass's replays
         if k == 0:
-            return calls, images.requires_grad, None
+            return calls, images.requires_grad, None, None
         loss = -reward.objective(images, PROMPTS[:2]).mean()
-        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-    return calls, method, dict(zip(params, grads))
+        for p in params.values():
+            p.grad = None
+        loss.backward()                    # as the engine does (reentrant checkpointing allows no autograd.grad)
+        grads = [p.grad for p in params.values()]
+    return calls, replays, method, dict(zip(params, grads))
 
 
 def flat(grads):
@@ -180,19 +188,24 @@ def test_gradient_reaches_the_encoder_only_through_the_last_k_steps(models, shap
     noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     sigmas = sampling.ddim_sigmas(m.get_model_object("model_sampling").sigmas, 4)
 
-    calls, needs_grad, _ = grads_through_k(models, shapes, 0, noise)
+    calls, needs_grad, _, _ = grads_through_k(models, shapes, 0, noise)
     assert not needs_grad and len(calls) == 4 and not any(r["grad_mode"] or r["needs_grad"] for r in calls)
 
     per_k = {}
     for k in (1, 2):
-        calls, method, grads = grads_through_k(models, shapes, k, noise)
+        calls, replays, method, grads = grads_through_k(models, shapes, k, noise)
         assert [r["sigma"] for r in calls] == pytest.approx(sigmas[:-1].tolist())
-        assert [r["grad_mode"] and r["needs_grad"] for r in calls] == [False] * (4 - k) + [True] * k
-        shares = [r.get("dcond") for r in calls]
-        assert all(s is None for s in shares[:4 - k]) and all(float(s.abs().sum()) > 0 for s in shares[4 - k:])
+        # the chain keeps no graph of its own; the backward pass replays exactly the last K steps, last
+        # first, with gradient and with the trainable encoder's conditioning
+        assert not any(r["grad_mode"] for r in calls)
+        assert [r["needs_grad"] for r in calls] == [False] * (4 - k) + [True] * k
+        assert [r["sigma"] for r in replays] == pytest.approx(sigmas[4 - k:-1].flip(0).tolist())
+        assert all(r["grad_mode"] and r["needs_grad"] for r in replays)
+        shares = [r["dcond"] for r in reversed(replays)]                 # in sampling order
+        assert all(float(s.abs().sum()) > 0 for s in shares)
         # the encoder's gradient is exactly what those K calls send back through it (through the prompts'
         # and the empty prompt's encodings), nothing else
-        total, from_uncond = back_through_encoder(method, c, sum(shares[4 - k:]))
+        total, from_uncond = back_through_encoder(method, c, sum(shares))
         torch.testing.assert_close(flat(grads), total, rtol=1e-4, atol=1e-9)
         assert float(from_uncond.norm()) > 0.01 * float(total.norm())
         per_k[k] = (shares, grads, method)
@@ -200,10 +213,10 @@ def test_gradient_reaches_the_encoder_only_through_the_last_k_steps(models, shap
     (s1, g1, _), (s2, g2, method) = per_k[1], per_k[2]
     # the trainable copy starts equal to the original, so both runs draw the same chain: the last step
     # sends back the same gradient, and K = 2 adds the step before it
-    torch.testing.assert_close(s2[3], s1[3], rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(s2[1], s1[0], rtol=1e-4, atol=1e-9)
     extra = flat(g2) - flat(g1)
     assert float(extra.norm()) > 0.01 * float(flat(g1).norm())
-    torch.testing.assert_close(extra, back_through_encoder(method, c, s2[2])[0], rtol=1e-3, atol=1e-9)
+    torch.testing.assert_close(extra, back_through_encoder(method, c, s2[0])[0], rtol=1e-3, atol=1e-9)
     # frozen parts get nothing
     for module in (m.model, v.first_stage_model):
         assert all(p.grad is None for p in module.parameters())
@@ -218,7 +231,7 @@ def test_early_steps_use_the_original_encoder_and_late_steps_the_trained_one(mod
     original = torch.cat([torch.cat([encode(c, p) for p in PROMPTS[:2]]), encode(c, "").expand(2, -1, -1)])
     with torch.inference_mode(False), method.session():
         tuned = method.embeddings(PROMPTS[:2], tuned=True).detach()
-        calls, state = spy_on_unet(method)
+        calls, _, state = spy_on_unet(method)
         with torch.no_grad():
             method.images(PROMPTS[:2], torch.randn(2, 4, 8, 8))
     assert not torch.allclose(tuned, original, atol=1e-3)

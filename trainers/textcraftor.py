@@ -76,6 +76,18 @@ def prompt_batch(prompts: list[str], batch: int, step: int, seed: int) -> list[s
 
 
 
+def checkpointed(step, x: torch.Tensor, *args):
+    """step(x, *args) under reentrant gradient checkpointing: its activations are recomputed and freed
+    within the backward pass of that one step, so K steps with gradient hold what one does. (The
+    non-reentrant variant kept about one UNet call's worth per step until the whole backward ended:
+    on TinySD the LoRA stage's peak grew 1.38x from K = 1 to 10, against 0.99x this way.) Reentrant
+    checkpointing passes gradients only through inputs that need them, so the first step after the
+    no-gradient ones gets x as a leaf that does (its gradient is discarded)."""
+    if not x.requires_grad and not any(torch.is_tensor(a) and a.requires_grad for a in args):
+        x = x.detach().requires_grad_()
+    return torch.utils.checkpoint.checkpoint(step, x, *args, use_reentrant=True)
+
+
 class RewardUnroll(engine.Method):
     """The unrolled, checkpointed sampling chain scored by a reward; subclasses say what trains."""
 
@@ -154,8 +166,7 @@ class RewardUnroll(engine.Method):
                 with torch.no_grad():
                     x = self._step(x, frozen, sigmas[i], sigmas[i + 1])
             elif self.checkpointing:
-                x = torch.utils.checkpoint.checkpoint(self._step, x, tuned, sigmas[i], sigmas[i + 1],
-                                                      use_reentrant=False)
+                x = checkpointed(self._step, x, tuned, sigmas[i], sigmas[i + 1])
             else:
                 x = self._step(x, tuned, sigmas[i], sigmas[i + 1])
         return x
