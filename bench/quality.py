@@ -41,6 +41,7 @@ import argparse
 import hashlib
 import json
 import os
+import statistics
 import time
 
 import common  # bench/common.py: host set-up; must come before ComfyUI and TextTune imports
@@ -142,34 +143,57 @@ def run_personalisation(a, kinds, mdl, clip, vae, net):
 
 
 def summarise_personalisation(section: dict, earlier: dict | None) -> dict:
-    """Rows of `earlier` (the file's personalisation section) measured the same way join this run's,
-    so rows can run in separate processes; then the means, TextBoost against one-image TI and the
-    cost of each ablated part."""
-    same = ("one_image_seeds", "ti_steps", "textboost_steps", "ti_settings", "textboost_settings",
-            "images_per_figure", "kinds")
+    """Trials (one row's run on one kind from one render) of `earlier` (the file's personalisation
+    section) measured the same way join this run's, so rows and renders can run in separate
+    processes; then each row's means, and TextBoost against one-image TI and against each ablation,
+    paired over the trials both rows have (mean difference and its standard error)."""
+    same = ("ti_steps", "textboost_steps", "ti_settings", "textboost_settings", "images_per_figure", "kinds")
     if earlier and all(earlier.get(k) == section.get(k) for k in same):
-        section["rows"] = {**{n: r for n, r in earlier.get("rows", {}).items() if n in PERSONALISATION},
-                           **section["rows"]}
+        rows = {}
+        for name in PERSONALISATION:
+            old = earlier.get("rows", {}).get(name, {}).get("per_concept", {})
+            new = section["rows"].get(name, {}).get("per_concept", {})
+            if old or new:
+                rows[name] = {"per_concept": {kind: {**old.get(kind, {}), **new.get(kind, {})}
+                                              for kind in section["kinds"] if kind in old or kind in new},
+                              "settings": PERSONALISATION[name][1]}
+        section["rows"] = rows
+        section["one_image_seeds"] = sorted({int(seed) for row in rows.values()
+                                             for by_seed in row["per_concept"].values() for seed in by_seed})
     for row in section["rows"].values():
-        per_kind = {kind: mean_of(list(by_seed.values())) for kind, by_seed in row["per_concept"].items()}
-        row["per_kind_mean"] = per_kind
+        row["per_kind_mean"] = {kind: mean_of(list(by_seed.values())) for kind, by_seed in row["per_concept"].items()}
         trials = [s for by_seed in row["per_concept"].values() for s in by_seed.values()]
+        row["trials"] = len(trials)
         row["mean"] = mean_of(trials)
         if all("following" in s for s in trials):
             row["mean"]["following"] = sum(s["following"] for s in trials) / len(trials)
-    means = {name: row["mean"] for name, row in section["rows"].items()}
-    tb, ti = means.get("textboost"), means.get("textual_inversion_1_image")
+    rows = section["rows"]
     section.pop("textboost_vs_ti", None)
     section.pop("ablation_costs", None)
-    if tb and ti:
-        gain = tb["editability"] - ti["editability"]
-        section["textboost_vs_ti"] = {"editability_gain": gain, "fidelity_difference": tb["fidelity"] - ti["fidelity"],
-                                      "goal_met": gain >= GOALS["textboost_editability_gain_over_one_image_ti"]
-                                      and tb["fidelity"] >= ti["fidelity"]}
-    if tb:
-        section["ablation_costs"] = {name: {k: tb[k] - m[k] for k in m if k in tb} for name, m in means.items()
+    if "textboost" in rows and "textual_inversion_1_image" in rows:
+        vs = paired(rows["textboost"], rows["textual_inversion_1_image"])
+        vs["goal_met"] = (vs["editability"] >= GOALS["textboost_editability_gain_over_one_image_ti"]
+                          and vs["fidelity"] >= 0)
+        section["textboost_vs_ti"] = vs
+    if "textboost" in rows:
+        section["ablation_costs"] = {name: paired(rows["textboost"], row) for name, row in rows.items()
                                      if name.startswith("textboost_without") or name.startswith("textboost_with_")}
     return section
+
+
+def paired(a: dict, b: dict) -> dict:
+    """Row a minus row b over the trials (kind, render) both have: mean difference of each figure
+    and its standard error."""
+    keys = [(kind, seed) for kind, by_seed in a["per_concept"].items() for seed in by_seed
+            if seed in b["per_concept"].get(kind, {})]
+    out = {"trials": len(keys)}
+    for metric in ("fidelity", "editability", "following"):
+        diffs = [a["per_concept"][k][s][metric] - b["per_concept"][k][s][metric] for k, s in keys
+                 if metric in a["per_concept"][k][s] and metric in b["per_concept"][k][s]]
+        if len(diffs) > 1:
+            out[metric] = statistics.mean(diffs)
+            out[f"{metric}_standard_error"] = statistics.stdev(diffs) / len(diffs) ** 0.5
+    return out
 
 
 def run_fusion(a, kinds, mdl, clip, vae, net):
