@@ -83,6 +83,8 @@ def checkpointed(step, x: torch.Tensor, *args):
     on TinySD the LoRA stage's peak grew 1.38x from K = 1 to 10, against 0.99x this way.) Reentrant
     checkpointing passes gradients only through inputs that need them, so the first step after the
     no-gradient ones gets x as a leaf that does (its gradient is discarded)."""
+    if not torch.is_grad_enabled():                 # e.g. a preview: nothing to recompute for
+        return step(x, *args)
     if not x.requires_grad and not any(torch.is_tensor(a) and a.requires_grad for a in args):
         x = x.detach().requires_grad_()
     return torch.utils.checkpoint.checkpoint(step, x, *args, use_reentrant=True)
