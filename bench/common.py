@@ -4,10 +4,12 @@ information and the result file.
 
 Import this module before anything from ComfyUI or TextTune.
 """
+import atexit
 import json
 import os
 import platform
 import shlex
+import shutil
 import sys
 import tempfile
 
@@ -26,8 +28,11 @@ import torch  # noqa: E402
 
 
 def redirect_folders() -> str:
-    """Point output/temp/input and the model folders at a fresh temporary directory; return it."""
-    return _redirect(tempfile.mkdtemp(prefix="texttune-bench-"))
+    """Point output/temp/input and the model folders at a fresh temporary directory, removed when the
+    process exits (training runs leave checkpoints there: GBs over a quality run); return it."""
+    base = tempfile.mkdtemp(prefix="texttune-bench-")
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
+    return _redirect(base)
 
 
 def machine() -> dict:
