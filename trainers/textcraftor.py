@@ -74,13 +74,11 @@ def prompt_batch(prompts: list[str], batch: int, step: int, seed: int) -> list[s
     return [prompts[_epoch_order(n, seed, j // n)[j % n]] for j in range(step * batch, (step + 1) * batch)]
 
 
-
-
 def checkpointed(step, x: torch.Tensor, *args):
     """step(x, *args) under reentrant gradient checkpointing: its activations are recomputed and freed
     within the backward pass of that one step, so K steps with gradient hold what one does. (The
     non-reentrant variant kept about one UNet call's worth per step until the whole backward ended:
-    on TinySD the LoRA stage's peak grew 1.38x from K = 1 to 10, against 0.99x this way.) Reentrant
+    on TinySD the LoRA stage's peak grew 1.38x from K = 1 to 10, against 1.02x this way.) Reentrant
     checkpointing passes gradients only through inputs that need them, so the first step after the
     no-gradient ones gets x as a leaf that does (its gradient is discarded)."""
     if not torch.is_grad_enabled():                 # e.g. a preview: nothing to recompute for
