@@ -35,6 +35,47 @@ def redirect_folders() -> str:
     return _redirect(base)
 
 
+def use_attention(name: str) -> str:
+    """Point ComfyUI's cross-attention at `name`: "host" (the function ComfyUI chose for this machine:
+    sub-quadratic attention on a CPU) or "pytorch" (torch's scaled_dot_product_attention, ComfyUI's
+    choice on NVIDIA GPUs with torch 2); returns the function's name."""
+    import comfy.ldm.modules.attention as attention
+    if not hasattr(use_attention, "host"):
+        use_attention.host = attention.optimized_attention
+    fn = {"host": use_attention.host, "pytorch": attention.attention_pytorch}[name]
+    attention.optimized_attention = attention.optimized_attention_masked = fn
+    return fn.__name__
+
+
+def count_flops(fn, grad: bool = False) -> int:
+    """FLOPs of fn() counted by torch's FlopCounterMode (meta tensors allowed), with torch's attention
+    (counted, and safe on the meta device); without gradients unless `grad`."""
+    from torch.utils.flop_counter import FlopCounterMode
+    import comfy.ldm.modules.attention as attention
+    saved = attention.optimized_attention
+    attention.optimized_attention = attention.attention_pytorch
+    try:
+        with torch.set_grad_enabled(grad), FlopCounterMode(display=False) as counter:
+            fn()
+    finally:
+        attention.optimized_attention = saved
+    return counter.get_total_flops()
+
+
+def in_fresh_process(script: str, payload, threads: int) -> dict:
+    """Run `script --one <payload as JSON> --threads N` in a new process and return the JSON object it
+    prints last. glibc's mmap threshold is fixed at 64 KiB there, so big buffers go back to the
+    system when freed and the process's RSS follows its live memory."""
+    import subprocess
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072",
+           "OMP_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, os.path.abspath(script), "--one", json.dumps(payload), "--threads", str(threads)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{cmd} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def machine() -> dict:
     import comfy.model_management as mm
     info = {

@@ -16,7 +16,11 @@ the goal is to stay within 10% of it. They are counted in each set-up (a UNet wr
 run records every call's batch size) and written next to the times. A batch of 3 need not cost 1.5x
 a batch of 2 (on a CPU, attention over 32x32 latents outgrows the cache), so the bench also times
 one UNet call per batch size and reports what each run's UNet calls alone cost over CFG's: the
-ratio the sampling loop itself cannot go below. Models: TinySD (tests/tinysd.py, with a 2-vector embedding as the
+ratio the sampling loop itself cannot go below. Everything is measured with two attention functions
+(`--attention`): `host`, the one ComfyUI picks on this machine (sub-quadratic attention on a CPU,
+whose chunking makes a batch of 3 cost about 2x a batch of 2 at 32x32 latents), and `pytorch`
+(`attention_pytorch`, torch's scaled_dot_product_attention, which ComfyUI picks on NVIDIA GPUs with
+torch 2, i.e. what most users run). Models: TinySD (tests/tinysd.py, with a 2-vector embedding as the
 concept) and the committed ShapeWorld model; each at its 64 px native size (8x8 latents) and at
 256 px (32x32 latents), where the UNet outweighs the per-call Python work more as it does on real
 models. Conditioning is encoded once, outside the timing. Times are the process's CPU seconds (one
@@ -179,6 +183,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--resolutions", type=int, nargs="+", default=[64, 256])
     ap.add_argument("--models", nargs="+", default=["tinysd", "shapeworld"], choices=["tinysd", "shapeworld"])
+    ap.add_argument("--attention", nargs="+", default=["host", "pytorch"], choices=["host", "pytorch"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
@@ -186,15 +191,19 @@ def main():
     comfy.utils.PROGRESS_BAR_ENABLED = False        # no console bars (both samplers honour it)
     common.redirect_folders()
     setups = {"tinysd": tinysd_setup, "shapeworld": shapeworld_setup}
-    by_model = {}
-    for name in a.models:
-        print(f"{name}:", flush=True)
-        model, conds = setups[name]()
-        mm.load_models_gpu([model])
-        by_model[name] = {str(r): measure(model, conds, r, a) for r in a.resolutions}
-        mm.unload_all_models()
-    met = all(row["goal_met"] for res in by_model.values() for r in res.values()
-              for v, row in r["variants"].items() if v != "core_cfg")
+    by_attention, functions = {}, {}
+    for attn in a.attention:
+        functions[attn] = common.use_attention(attn)
+        by_model = by_attention[attn] = {}
+        for name in a.models:
+            print(f"{name}, attention {attn} ({functions[attn]}):", flush=True)
+            model, conds = setups[name]()
+            mm.load_models_gpu([model])
+            by_model[name] = {str(r): measure(model, conds, r, a) for r in a.resolutions}
+            mm.unload_all_models()
+    met = {attn: all(row["goal_met"] for res in by_model.values() for r in res.values()
+                     for v, row in r["variants"].items() if v != "core_cfg")
+           for attn, by_model in by_attention.items()}
     result = {
         "benchmark": "fusion_speed",
         "what": "CPU seconds of one fusion-sampling run (TextTune KSampler Fusion) over one plain CFG run (core "
@@ -204,7 +213,7 @@ def main():
             k: ("core KSampler ddim, cfg 7" if v is None else
                 f"{'with' if v[0] else 'without'} reference, fusion stage on steps < {v[1]:.0%}")
             for k, v in VARIANTS.items()},
-        "by_model": by_model, "all_goals_met": met,
+        "attention_functions": functions, "by_attention": by_attention, "all_goals_met": met,
         "machine": common.machine(), "command": common.command(),
     }
     if not a.no_write:

@@ -31,8 +31,6 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 
 import common  # bench/common.py: host set-up; must come before ComfyUI and TextTune imports
@@ -48,10 +46,22 @@ SIZES = {"tinysd": 64, "sd15": 64}
 
 # ---------------------------------------------------------------------------------------------
 # the models and methods
-def build(size: str, stage: str, grad_steps: int, sampling_steps: int, checkpointing: bool = True):
-    """(method, optimiser) of one configuration, models freshly made (inference tensors, as loaders do)."""
+def sd15_models():
+    """SD1.5's UNet and CLIP-L (the SD1 CLIP) with random weights, fp32, and a TAESD-architecture VAE."""
     import comfy.sd
     import comfy.supported_models
+    import tinysd
+    with torch.inference_mode():
+        model = tinysd.make_sd15_model("cpu")
+        target = comfy.supported_models.SD15(dict(tinysd.SD15_UNET)).clip_target()
+        clip = comfy.sd.CLIP(target, model_options={"dtype": torch.float32})
+        tinysd.init_weights_(clip.cond_stage_model, 1)
+        return model, clip, tinysd.make_vae()
+
+
+def build(size: str, stage: str, grad_steps: int, sampling_steps: int, checkpointing: bool = True,
+          resolution: int | None = None, batch_size: int = 1):
+    """(method, optimiser) of one configuration, models freshly made (inference tensors, as loaders do)."""
     import tinysd
     from texttune.shapeworld import evaluate
     from texttune.shapeworld.reward import LargeAndCentred
@@ -63,17 +73,13 @@ def build(size: str, stage: str, grad_steps: int, sampling_steps: int, checkpoin
         if size == "tinysd":
             model, clip, vae = tinysd.make_model(), tinysd.make_clip(), tinysd.make_vae()
         elif size == "sd15":
-            model = tinysd.make_sd15_model("cpu")
-            target = comfy.supported_models.SD15(dict(tinysd.SD15_UNET)).clip_target()
-            clip = comfy.sd.CLIP(target, model_options={"dtype": torch.float32})
-            tinysd.init_weights_(clip.cond_stage_model, 1)
-            vae = tinysd.make_vae()
+            model, clip, vae = sd15_models()
         elif size == "shapeworld":
             model, clip, vae = evaluate.load_checkpoint()
         else:
             raise ValueError(size)
-    args = dict(batch_size=1, sampling_steps=sampling_steps, grad_steps=grad_steps, cfg=7.5,
-                resolution=SIZES.get(size, 64), seed=0, checkpointing=checkpointing)
+    args = dict(batch_size=batch_size, sampling_steps=sampling_steps, grad_steps=grad_steps, cfg=7.5,
+                resolution=resolution or SIZES.get(size, 64), seed=0, checkpointing=checkpointing)
     prompts = ["a red circle", "a blue square", "a green star"]
     with torch.inference_mode(False):
         if stage == "textcraftor":
@@ -131,6 +137,13 @@ def rss_kib(field: str) -> int:
 
 def measure_one(size: str, stage: str, k: int, checkpointing: bool) -> dict:
     method, opt = build(size, stage, k, MEMORY_STEPS, checkpointing)
+    return {"size": size, "stage": stage, "grad_steps": k, "checkpointing": checkpointing,
+            **step_memory(method, opt)}
+
+
+def step_memory(method, opt) -> dict:
+    """Peak RAM of one training step of `method` over the RSS just before it (models loaded, AdamW's
+    state made), the process's RSS then and at the peak, and what autograd saved for backward."""
     with torch.inference_mode(False), method.session():
         for p in method.trainable().values():              # AdamW's state exists before the measurement
             p.grad = torch.zeros_like(p)
@@ -149,26 +162,18 @@ def measure_one(size: str, stage: str, k: int, checkpointing: bool) -> dict:
         iteration(method, opt, 1, saved)
         seconds = time.perf_counter() - t
         peak = rss_kib("VmHWM")
-    return {"size": size, "stage": stage, "grad_steps": k, "checkpointing": checkpointing,
-            "iteration_peak_mb": round((peak - before) / 1024, 1), "rss_before_mb": round(before / 1024, 1),
+    return {"iteration_peak_mb": round((peak - before) / 1024, 1), "rss_before_mb": round(before / 1024, 1),
             "process_peak_mb": round(peak / 1024, 1), "saved_for_backward_mb": round(saved["bytes"] / 2**20, 2),
             "seconds": round(seconds, 2)}
 
 
 def memory_rows(threads: int, sizes) -> list[dict]:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072",
-           "OMP_NUM_THREADS": str(threads)}
     rows = []
     for size in sizes:
         for stage in ("textcraftor", "lora"):
             for checkpointing in (True, False):
                 for k in KS:
-                    cmd = [sys.executable, os.path.abspath(__file__), "--one",
-                           json.dumps([size, stage, k, checkpointing]), "--threads", str(threads)]
-                    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-                    if out.returncode:
-                        raise RuntimeError(f"{cmd} failed:\n{out.stderr[-3000:]}")
-                    row = json.loads(out.stdout.strip().splitlines()[-1])
+                    row = common.in_fresh_process(__file__, [size, stage, k, checkpointing], threads)
                     print(f"  {size:7s} {stage:11s} K={k:2d} checkpointing={'on ' if checkpointing else 'off'}: "
                           f"{row['iteration_peak_mb']:8.1f} MB ({row['seconds']} s)", flush=True)
                     rows.append(row)

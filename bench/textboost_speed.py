@@ -42,39 +42,25 @@ from tinysd import SD15_UNET  # noqa: E402
 GOAL = 1.3
 
 
-
-def forward_flops(fn) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-    import comfy.ldm.modules.attention as attention
-    saved = attention.optimized_attention
-    attention.optimized_attention = attention.attention_pytorch     # counted (and meta-safe)
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            fn()
-    finally:
-        attention.optimized_attention = saved
-    return counter.get_total_flops()
-
-
 def sd15_text_to_unet_flops() -> float:
     """CLIP-L (77 tokens) over SD1.5's UNet at 512 px, per sample, forward."""
     import comfy.ops
     import comfy.sd1_clip
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
     unet = UNetModel(**SD15_UNET, device="meta", operations=comfy.ops.disable_weight_init, dtype=torch.float32)
-    u = forward_flops(lambda: unet(torch.randn(1, 4, 64, 64, device="meta"), torch.tensor([500.0], device="meta"),
+    u = common.count_flops(lambda: unet(torch.randn(1, 4, 64, 64, device="meta"), torch.tensor([500.0], device="meta"),
                                    context=torch.randn(1, 77, 768, device="meta")))
     clip = comfy.sd1_clip.SDClipModel(device="meta", dtype=torch.float32)
-    c = forward_flops(lambda: clip.transformer(torch.zeros(1, 77, dtype=torch.long, device="meta"), dtype=torch.float32))
+    c = common.count_flops(lambda: clip.transformer(torch.zeros(1, 77, dtype=torch.long, device="meta"), dtype=torch.float32))
     return c / u
 
 
 def shapeworld_text_to_unet_flops(mdl, clip, resolution: int) -> float:
     tokens = clip.tokenize("a red star on a blue background")
-    c = forward_flops(lambda: clip.encode_from_tokens(tokens))
+    c = common.count_flops(lambda: clip.encode_from_tokens(tokens))
     cond = clip.encode_from_tokens(tokens)
     lat = resolution // 8
-    u = forward_flops(lambda: mdl.model.apply_model(torch.randn(1, 4, lat, lat), torch.tensor([5.0]), c_crossattn=cond))
+    u = common.count_flops(lambda: mdl.model.apply_model(torch.randn(1, 4, lat, lat), torch.tensor([5.0]), c_crossattn=cond))
     return c / u
 
 
