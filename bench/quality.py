@@ -24,8 +24,8 @@ Sections (`--sections`, all by default):
   one image decides much: a small blue ring on purple taught TextBoost nothing (fidelity 0.05) where a
   yellow ring on white gave 0.75. Rows run in separate processes (`--rows`) join in the file;
 - fusion: ProFusion's fusion sampling against plain CFG with a deliberately over-fitted textual-
-  inversion word (one image, FUSION_TI: a high learning rate and many steps, no regularisation),
-  both with DDIM over ddim_uniform sigmas at the same steps; plain CFG at cfg = omega_1. The
+  inversion word (one image, FUSION_TI: a high learning rate and many steps, no regularisation;
+  each kind from several single renders, `--fusion-seeds`, which join across processes), both with DDIM over ddim_uniform sigmas at the same steps; plain CFG at cfg = omega_1. The
   reference prompt puts "object" in the word's place. A sweep over omega_2 and gamma;
 - reward: TextCraftor (text encoder) and its UNet-LoRA stage, each trained through its node on
   REWARD_TRAIN_PROMPTS for ShapeWorld's "large and centred" reward; on held-out prompts (the
@@ -57,7 +57,7 @@ SECTIONS = ("following", "ti", "personalisation", "fusion", "reward")
 FUSION_TI = {"images": 1, "steps": 1000, "learning_rate": 5e-3}
 FUSION_SAMPLING = {"steps": 20, "scheduler": "ddim_uniform"}
 FUSION_OMEGA_1 = evaluate.SAMPLER["cfg"]
-FUSION_SWEEP = [(w2, g) for w2 in (0.0, 2.5, 5.0) for g in (0.3, 0.6, 1.0)]
+FUSION_SWEEP = [(w2, g) for w2 in (0.0, 2.5, 5.0, 7.5, 10.0) for g in (0.3, 0.6, 1.0)]
 # reward training: three named kinds in three colours, no backgrounds; held out: the following prompts
 REWARD_TRAIN_PROMPTS = [f"a {c} {k}" for k in ("circle", "square", "triangle") for c in ("red", "yellow", "blue")]
 REWARD_TRAINING = {"batch_size": 3, "sampling_steps": 25, "grad_steps": 5, "cfg": evaluate.SAMPLER["cfg"],
@@ -186,10 +186,14 @@ def paired(a: dict, b: dict) -> dict:
     and its standard error."""
     keys = [(kind, seed) for kind, by_seed in a["per_concept"].items() for seed in by_seed
             if seed in b["per_concept"].get(kind, {})]
-    out = {"trials": len(keys)}
+    return paired_rows([a["per_concept"][k][s] for k, s in keys], [b["per_concept"][k][s] for k, s in keys])
+
+
+def paired_rows(a: list[dict], b: list[dict]) -> dict:
+    """Mean difference a - b of each figure over matched trials, and its standard error."""
+    out = {"trials": len(a)}
     for metric in ("fidelity", "editability", "following"):
-        diffs = [a["per_concept"][k][s][metric] - b["per_concept"][k][s][metric] for k, s in keys
-                 if metric in a["per_concept"][k][s] and metric in b["per_concept"][k][s]]
+        diffs = [x[metric] - y[metric] for x, y in zip(a, b) if metric in x and metric in y]
         if len(diffs) > 1:
             out[metric] = statistics.mean(diffs)
             out[f"{metric}_standard_error"] = statistics.stdev(diffs) / len(diffs) ** 0.5
@@ -197,33 +201,76 @@ def paired(a: dict, b: dict) -> dict:
 
 
 def run_fusion(a, kinds, mdl, clip, vae, net):
+    """Per kind and render (`a.fusion_seeds`, as in the personalisation section: world.concept_scenes
+    with n=1, the trainer's seed the same number): the over-fitted word, then plain CFG and the sweep."""
     plain_sampler = {"sampler_name": "ddim", "scheduler": FUSION_SAMPLING["scheduler"],
                      "steps": FUSION_SAMPLING["steps"], "cfg": FUSION_OMEGA_1}
     per_kind = {}
     for kind in kinds:
-        t = time.time()
-        tuned, words = evaluate.learn(mdl, clip, vae, kind, FUSION_TI["steps"], images=FUSION_TI["images"],
-                                      learning_rate=FUSION_TI["learning_rate"], tag="overfit",
-                                      run_name=f"quality-overfit-{kind}")
-        row = {"ti_minutes": round((time.time() - t) / 60, 2),
-               "plain_cfg": evaluate.concept_scores(mdl, tuned, vae, words, kind, net, a.images, seed=1000,
-                                                    sampler=plain_sampler)}
-        for w2, g in FUSION_SWEEP:
-            settings = {**FUSION_SAMPLING, "omega_1": FUSION_OMEGA_1, "omega_2": w2, "gamma": g}
-            row[f"fusion_omega2_{w2}_gamma_{g}"] = evaluate.concept_scores(mdl, tuned, vae, words, kind, net,
-                                                                           a.images, seed=1000, fusion=settings)
-        per_kind[kind] = row
-        print(f"{kind} over-fitted word: " + ", ".join(f"{k} {v['fidelity']:.2f}/{v['editability']:.2f}"
-                                                       for k, v in row.items() if isinstance(v, dict)), flush=True)
-    names = [k for k in per_kind[kinds[0]] if isinstance(per_kind[kinds[0]][k], dict)]
-    means = {name: mean_of([per_kind[k][name] for k in kinds]) for name in names}
-    plain = means["plain_cfg"]
-    meets = [name for name in names if name != "plain_cfg"
-             and means[name]["editability"] >= plain["editability"] + GOALS["fusion_editability_gain_over_plain"]
-             and means[name]["fidelity"] >= plain["fidelity"] - GOALS["fusion_fidelity_loss_max"]]
+        for seed in [int(x) for x in a.fusion_seeds.split(",")]:
+            t = time.time()
+            tuned, words = evaluate.learn(mdl, clip, vae, kind, FUSION_TI["steps"], seed=seed,
+                                          images=FUSION_TI["images"], learning_rate=FUSION_TI["learning_rate"],
+                                          tag=f"overfit-s{seed}", run_name=f"quality-overfit-{kind}-s{seed}")
+            row = {"ti_minutes": round((time.time() - t) / 60, 2),
+                   "plain_cfg": evaluate.concept_scores(mdl, tuned, vae, words, kind, net, a.images, seed=1000,
+                                                        sampler=plain_sampler)}
+            for w2, g in fusion_sweep(a.fusion_sweep):
+                settings = {**FUSION_SAMPLING, "omega_1": FUSION_OMEGA_1, "omega_2": w2, "gamma": g}
+                row[fusion_name(w2, g)] = evaluate.concept_scores(mdl, tuned, vae, words, kind, net, a.images,
+                                                                  seed=1000, fusion=settings)
+            per_kind.setdefault(kind, {})[str(seed)] = row
+            print(f"{kind} image {seed} over-fitted word: " + ", ".join(
+                f"{k} {v['fidelity']:.2f}/{v['editability']:.2f}" for k, v in row.items() if isinstance(v, dict)),
+                flush=True)
     return {"overfit_ti": FUSION_TI, "sampling": {**FUSION_SAMPLING, "omega_1": FUSION_OMEGA_1},
-            "sweep_omega2_gamma": FUSION_SWEEP, "per_concept": per_kind, "mean": means,
-            "settings_meeting_goal": meets, "goal_met": bool(meets)}
+            "per_concept": per_kind}
+
+
+def fusion_sweep(text: str) -> list[tuple[float, float]]:
+    """"all" -> FUSION_SWEEP; "7.5:0.6,10:1" -> those (omega_2, gamma) settings."""
+    if text == "all":
+        return FUSION_SWEEP
+    return [(float(w2), float(g)) for w2, g in (pair.split(":") for pair in text.split(","))]
+
+
+def fusion_name(omega_2: float, gamma: float) -> str:
+    return f"fusion_omega2_{omega_2}_gamma_{gamma}"
+
+
+def summarise_fusion(section: dict, earlier: dict | None) -> dict:
+    """Trials (one kind from one render) of `earlier` (the file's fusion section, measured the same
+    way; a section from before renders were recorded holds render 0) join this run's, setting by
+    setting, so parts of the sweep can run in separate processes; then per setting the mean over its
+    trials, the paired difference from plain CFG with its standard error, and the settings measured
+    on every trial that meet issue 7's goal on those means."""
+    same = ("overfit_ti", "sampling", "images_per_figure")
+    if earlier and all(earlier.get(k) == section.get(k) for k in same):
+        for kind, by_seed in earlier.get("per_concept", {}).items():
+            if "plain_cfg" in by_seed:
+                by_seed = {"0": by_seed}
+            new = section["per_concept"].setdefault(kind, {})
+            for seed, row in by_seed.items():
+                new[seed] = {**row, **new.get(seed, {})}
+    trials = [row for by_seed in section["per_concept"].values() for row in by_seed.values()]
+    names = ["plain_cfg"] + [fusion_name(w2, g) for w2, g in FUSION_SWEEP
+                             if any(fusion_name(w2, g) in row for row in trials)]
+    section["sweep_omega2_gamma"] = [[w2, g] for w2, g in FUSION_SWEEP if fusion_name(w2, g) in names]
+    section["kinds"] = [k for k in world.UNNAMED_KINDS if k in section["per_concept"]]
+    section["fusion_seeds"] = sorted({int(s) for by_seed in section["per_concept"].values() for s in by_seed})
+    section["trials"] = len(trials)
+    section["mean"] = {name: {**mean_of([row[name] for row in trials if name in row]),
+                              "trials": sum(name in row for row in trials)} for name in names}
+    section["over_plain_cfg"] = {
+        name: paired_rows([row[name] for row in trials if name in row], [row["plain_cfg"] for row in trials if name in row])
+        for name in names[1:]}
+    means, plain = section["mean"], section["mean"]["plain_cfg"]
+    section["settings_meeting_goal"] = [
+        name for name in names[1:] if means[name]["trials"] == len(trials)
+        and means[name]["editability"] >= plain["editability"] + GOALS["fusion_editability_gain_over_plain"]
+        and means[name]["fidelity"] >= plain["fidelity"] - GOALS["fusion_fidelity_loss_max"]]
+    section["goal_met"] = bool(section["settings_meeting_goal"])
+    return section
 
 
 def held_out(mdl, clip, vae, net, n: int, encode=None) -> dict:
@@ -292,6 +339,10 @@ def main():
     ap.add_argument("--rows", default=",".join(PERSONALISATION), help="personalisation rows to run")
     ap.add_argument("--one-image-seeds", default="0,1,2",
                     help="personalisation: learn each kind from each of these seeds' single image")
+    ap.add_argument("--fusion-seeds", default="0,1,2",
+                    help="fusion: over-fit a word on each of these seeds' single image of each kind")
+    ap.add_argument("--fusion-sweep", default="all",
+                    help="fusion: the (omega_2:gamma) settings to run, e.g. 7.5:1,10:1 (default all of FUSION_SWEEP)")
     ap.add_argument("--tb-following", type=int, default=18,
                     help="personalisation: prompt-following prompts drawn with each TextBoost encoder")
     ap.add_argument("--images", type=int, default=20, help="images per fidelity / editability figure")
@@ -327,6 +378,8 @@ def main():
                         "kinds": kinds, "machine": common.machine(), "command": common.command()})
         if name == "personalisation":
             section = summarise_personalisation(section, None if a.no_write else saved_section(header, name))
+        if name == "fusion":
+            section = summarise_fusion(section, None if a.no_write else saved_section(header, name))
         print(json.dumps(section, indent=1)[:4000])
         if not a.no_write:
             print("wrote", save_section(header, name, section))
