@@ -25,8 +25,9 @@ Sections (`--sections`, all by default):
   yellow ring on white gave 0.75. Rows run in separate processes (`--rows`) join in the file;
 - fusion: ProFusion's fusion sampling against plain CFG with a deliberately over-fitted textual-
   inversion word (one image, FUSION_TI: a high learning rate and many steps, no regularisation;
-  each kind from several single renders, `--fusion-seeds`, which join across processes), both with DDIM over ddim_uniform sigmas at the same steps; plain CFG at cfg = omega_1. The
-  reference prompt puts "object" in the word's place. A sweep over omega_2 and gamma;
+  each kind from several single renders, `--fusion-seeds`, which join across processes), both
+  with DDIM over ddim_uniform sigmas at the same steps; plain CFG at cfg = omega_1. The reference
+  prompt puts "object" in the word's place. A sweep over omega_2 and gamma;
 - reward: TextCraftor (text encoder) and its UNet-LoRA stage, each trained through its node on
   REWARD_TRAIN_PROMPTS for ShapeWorld's "large and centred" reward; on held-out prompts (the
   following section's prompts, with backgrounds and all six named kinds) the mean reward and
@@ -240,15 +241,13 @@ def fusion_name(omega_2: float, gamma: float) -> str:
 
 def summarise_fusion(section: dict, earlier: dict | None) -> dict:
     """Trials (one kind from one render) of `earlier` (the file's fusion section, measured the same
-    way; a section from before renders were recorded holds render 0) join this run's, setting by
+    way) join this run's, setting by
     setting, so parts of the sweep can run in separate processes; then per setting the mean over its
     trials, the paired difference from plain CFG with its standard error, and the settings measured
     on every trial that meet issue 7's goal on those means."""
     same = ("overfit_ti", "sampling", "images_per_figure")
     if earlier and all(earlier.get(k) == section.get(k) for k in same):
         for kind, by_seed in earlier.get("per_concept", {}).items():
-            if "plain_cfg" in by_seed:
-                by_seed = {"0": by_seed}
             new = section["per_concept"].setdefault(kind, {})
             for seed, row in by_seed.items():
                 new[seed] = {**row, **new.get(seed, {})}

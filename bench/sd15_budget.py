@@ -63,7 +63,7 @@ TRAINERS = {
 
 
 def build(name: str, batch: int, px: int):
-    """(method, optimiser, frozen models) of trainer `name` on SD1.5-size models at batch x px."""
+    """(method, optimiser) of trainer `name` on SD1.5-size models at batch x px."""
     import reward_unroll
     from texttune.trainers import augment
     from texttune.trainers.comfy_adapter import Diffusion, TextEncoder
@@ -130,21 +130,20 @@ REWARD_TOWERS = {"clip_vit_l14": ((24, 1024, 16), (12, 768, 12), 768),
 
 
 def clip_tower(vision, text, projection):
-    """A transformers CLIPModel of that shape on the meta device (parameters counted, never run)."""
-    from transformers import CLIPConfig
+    """A transformers CLIPModel of that shape on the meta device (no weights: parameters and FLOPs counted)."""
+    from transformers import CLIPConfig, CLIPModel
     (vl, vw, vh), (tl, tw, th) = vision, text
     cfg = CLIPConfig(vision_config={"num_hidden_layers": vl, "hidden_size": vw, "num_attention_heads": vh,
                                     "intermediate_size": 4 * vw, "patch_size": 14, "image_size": 224},
                      text_config={"num_hidden_layers": tl, "hidden_size": tw, "num_attention_heads": th,
                                   "intermediate_size": 4 * tw},
                      projection_dim=projection)
-    from transformers import CLIPModel
     with torch.device("meta"):
         return CLIPModel(cfg)
 
 
 def sizes() -> dict:
-    """Parameter counts (meta device) and UNet forward FLOPs per sample at 256 and 512 px."""
+    """Parameter counts and forward FLOPs (the UNet's per sample at 128, 256 and 512 px), on the meta device."""
     import comfy.ops
     import comfy.sd1_clip
     import comfy.taesd.taesd
@@ -200,7 +199,7 @@ def estimate(name: str, rows: list[dict], s: dict) -> dict:
     """Memory and compute of trainer `name` at its node defaults on SD1.5 at TARGET_PX."""
     d = TRAINERS[name]
     batch = d["batch_size"]
-    unet = {px: s[f"unet_forward_flops_{px}px"] for px in (128, 256, 512)}
+    unet = {px: s[f"unet_forward_flops_{px}px"] for px in (128, 256, TARGET_PX)}
     flops = fit(rows, lambda r: r["step_flops"], lambda px: unet[px])
     peak = fit(rows, lambda r: r["iteration_peak_mb"] - r["gradients_mb"], lambda px: px * px)
     if name.startswith("reward_"):

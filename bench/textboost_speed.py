@@ -49,7 +49,7 @@ def sd15_text_to_unet_flops() -> float:
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
     unet = UNetModel(**SD15_UNET, device="meta", operations=comfy.ops.disable_weight_init, dtype=torch.float32)
     u = common.count_flops(lambda: unet(torch.randn(1, 4, 64, 64, device="meta"), torch.tensor([500.0], device="meta"),
-                                   context=torch.randn(1, 77, 768, device="meta")))
+                                        context=torch.randn(1, 77, 768, device="meta")))
     clip = comfy.sd1_clip.SDClipModel(device="meta", dtype=torch.float32)
     c = common.count_flops(lambda: clip.transformer(torch.zeros(1, 77, dtype=torch.long, device="meta"), dtype=torch.float32))
     return c / u
