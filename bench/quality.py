@@ -39,10 +39,12 @@ bench/results/quality.json. Sections run alone replace only their own part of th
 measured on another checkpoint are dropped).
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import statistics
+import tempfile
 import time
 
 import common  # bench/common.py: host set-up; must come before ComfyUI and TextTune imports
@@ -375,13 +377,30 @@ def main():
         section = runners[name]()
         section.update({"minutes": round((time.time() - t0) / 60, 1), "images_per_figure": a.images,
                         "kinds": kinds, "machine": common.machine(), "command": common.command()})
-        if name == "personalisation":
-            section = summarise_personalisation(section, None if a.no_write else saved_section(header, name))
-        if name == "fusion":
-            section = summarise_fusion(section, None if a.no_write else saved_section(header, name))
-        print(json.dumps(section, indent=1)[:4000])
-        if not a.no_write:
-            print("wrote", save_section(header, name, section))
+        with results_lock():   # sections run side by side read, merge and write one file
+            if name == "personalisation":
+                section = summarise_personalisation(section, None if a.no_write else saved_section(header, name))
+            if name == "fusion":
+                section = summarise_fusion(section, None if a.no_write else saved_section(header, name))
+            print(json.dumps(section, indent=1)[:4000])
+            if not a.no_write:
+                print("wrote", save_section(header, name, section))
+
+
+@contextlib.contextmanager
+def results_lock():
+    """An exclusive lock on bench/results/quality.json between processes of this benchmark (POSIX)."""
+    try:
+        import fcntl
+    except ImportError:     # Windows: run sections one at a time there
+        yield
+        return
+    with open(os.path.join(tempfile.gettempdir(), "texttune-quality.lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def saved_section(header: dict, name: str) -> dict | None:
