@@ -4,6 +4,7 @@ information and the result file.
 
 Import this module before anything from ComfyUI or TextTune.
 """
+import argparse
 import atexit
 import json
 import os
@@ -60,6 +61,20 @@ def count_flops(fn, grad: bool = False) -> int:
     finally:
         attention.optimized_attention = saved
     return counter.get_total_flops()
+
+
+def add_fresh_process_option(ap) -> None:
+    """The internal --one option through which `in_fresh_process` hands a script its payload."""
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+
+
+def answer_fresh_process(a, fn) -> bool:
+    """In a process started by `in_fresh_process` (--one given): print fn(*payload) as the JSON line it
+    reads back, and return True; otherwise return False."""
+    if not a.one:
+        return False
+    print(json.dumps(fn(*json.loads(a.one))))
+    return True
 
 
 def in_fresh_process(script: str, payload, threads: int) -> dict:

@@ -238,12 +238,11 @@ def main():
     ap.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
     ap.add_argument("--sizes", default=",".join(SIZES), help="memory rows: tinysd, sd15 or both")
     ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--one", help=argparse.SUPPRESS)          # internal: one memory configuration
+    common.add_fresh_process_option(ap)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     common.redirect_folders()
-    if a.one:
-        print(json.dumps(measure_one(*json.loads(a.one))))
+    if common.answer_fresh_process(a, measure_one):      # one memory configuration, for in_fresh_process
         return
     result = {"settings": {"memory_sampling_steps": MEMORY_STEPS, "ks": list(KS), "resolutions": SIZES,
                            "batch": 1, "cfg": 7.5, "lora": "rank 4 on to_q, to_k, to_v, to_out",

@@ -265,12 +265,11 @@ def main():
     ap.add_argument("--reuse-probes", action="store_true",
                     help="take the probe rows from bench/results/sd15_budget.json (recount sizes, re-estimate)")
     ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--one", help=argparse.SUPPRESS)          # internal: one probe
+    common.add_fresh_process_option(ap)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     common.redirect_folders()
-    if a.one:
-        print(json.dumps(probe(*json.loads(a.one))))
+    if common.answer_fresh_process(a, probe):      # one probe, for in_fresh_process
         return
     names = a.trainers.split(",")
     s = sizes()
