@@ -2,7 +2,7 @@
 UNet, CLIP and VAE under ComfyUI's SD1 prefixes) and shapeworld.json (seed, steps, minutes per
 stage, the VAE's reconstruction accuracy as the classifier reads it).
 
-    .host/venv/bin/python shapeworld/train_model.py          # 39.4 minutes on 2 CPU cores (weights/shapeworld.json)
+    .host/venv/bin/python shapeworld/train_model.py          # 44.3 minutes on 2 CPU cores (weights/shapeworld.json)
 
 Three stages, all from SEED:
 1. the TAESD-architecture autoencoder on rendered scenes (mostly on 32 px crops, which is four
@@ -15,10 +15,12 @@ Three stages, all from SEED:
 3. the UNet and the CLIP text encoder jointly (as LDM trained its text encoder), eps-prediction
    on SD1's noise schedule through ComfyUI's own model code, min-SNR-5 weighting, AdamW, an
    exponential moving average of the weights (saved), captions with attributes left out at
-   random, the unnamed kinds' private code words (world.CODE_WORDS) in 60% of their captions,
-   and 10% empty captions for classifier-free guidance. The token-embedding table stays at
-   its seeded init (the world uses about forty words; its dense gradient, AdamW and EMA cost a fifth
-   of every step) and the forward runs under bf16 autocast with float32 weights (fused AdamW).
+   random (often enough that bare prompts such as "a photo of a dax" are 3% of them: rarer, and
+   the model drew half-formed shapes from such prompts; world.caption_variant), the unnamed
+   kinds' private code words (world.CODE_WORDS) in 60% of their captions, and 10% empty captions
+   for classifier-free guidance. The token-embedding table stays at its seeded init (the world
+   uses about forty words; its dense gradient, AdamW and EMA cost a fifth of every step) and the
+   forward runs under bf16 autocast with float32 weights (fused AdamW).
 
 `--eval-every N` measures the EMA weights' prompt following every N steps (a diagnostic: it adds
 time and is not part of the committed run).
@@ -48,7 +50,7 @@ VAE_CROP_STEPS = 800
 VAE_FULL_STEPS = 50
 VAE_BATCH = 32
 DATASET = 12_000
-DIFFUSION_STEPS = 5800
+DIFFUSION_STEPS = 6800
 DIFFUSION_BATCH = 48
 LR = 1e-3
 LATENT_NOISE = 0.1

@@ -141,7 +141,8 @@ def scenes(seed: int, n: int, **kw) -> list:
 # -- training captions: the full caption and shorter ones, so prompts may leave attributes out --
 
 def caption_variant(scene: Scene, rng: random.Random, private_words: bool = False) -> str:
-    """A caption that is true of the scene, with some attributes left out (for training). With
+    """A caption that is true of the scene, with some attributes left out (for training; a bare
+    "a <kind>" or "a photo of a <kind>" is 3% of one-shape captions, since prompts use it). With
     `private_words`, an unnamed kind is called by its code word in CODE_WORD_P of captions, half of
     those alone ("a dax") and half before the public word ("a dax object")."""
     def word(s: Shape) -> str:
@@ -158,12 +159,12 @@ def caption_variant(scene: Scene, rng: random.Random, private_words: bool = Fals
     else:
         s = scene.shapes[0]
         words = ["a"]
-        if rng.random() < 0.7:
+        if rng.random() < 0.5:
             words.append(s.size)
-        words += [s.colour, word(s)] if rng.random() < 0.9 else [word(s)]
-        if rng.random() < 0.6:
+        words += [s.colour, word(s)] if rng.random() < 0.7 else [word(s)]
+        if rng.random() < 0.5:
             words.append(position_phrase(s.position))
-        if rng.random() < 0.8:
+        if rng.random() < 0.6:
             words.append(f"on a {scene.background} background")
         text = " ".join(words)
     if text.startswith("a object"):
