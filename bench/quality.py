@@ -20,9 +20,9 @@ Sections (`--sections`, all by default):
 - personalisation: the same figures from ONE image of a concept, for one-image textual inversion,
   TextBoost (the prompt words are "<word> object", as TextBoost prompts with its class word) and
   TextBoost without each of its parts (augmentation tokens, knowledge preservation, SNR-weighted
-  timesteps); each kind is learnt from three different single images (`--one-image-seeds`), because
-  one image decides much: a small blue ring on purple taught TextBoost nothing (fidelity 0.05) where a
-  yellow ring on white gave 0.75. Rows run in separate processes (`--rows`) join in the file;
+  timesteps); each kind is learnt from several different single images (`--one-image-seeds`),
+  because one image decides much (bench/README.md: per block of renders, TextBoost's fidelity against
+  TI's went from -0.18 to +0.14). Rows run in separate processes (`--rows`) join in the file;
 - fusion: ProFusion's fusion sampling against plain CFG with a deliberately over-fitted textual-
   inversion word (one image, FUSION_TI: a high learning rate and many steps, no regularisation;
   each kind from several single renders, `--fusion-seeds`, which join across processes), both

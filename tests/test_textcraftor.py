@@ -328,8 +328,8 @@ def test_cancel_saves_and_resume_matches_uninterrupted(models, shapes):
 
 def test_shapeworld_reward_rises_on_the_training_prompts(shapes):
     """A few steps on ShapeWorld raise "large and centred" on the training prompts, measured on fresh
-    noise with the training chain. Seen on CPU (4 training seeds): 0.34→0.51, 0.38→0.55, 0.45→0.57,
-    0.50→0.65 (gains 0.12 to 0.17); the test asks for 0.05."""
+    noise with the training chain. Seen on CPU: 0.36→0.49 with the committed checkpoint; gains of 0.12
+    to 0.17 over 4 training seeds with the previous one; the test asks for 0.05."""
     with torch.inference_mode():
         m, c, v = evaluate.load_checkpoint()
     prompts = ["a red circle", "a blue square", "a green star", "a yellow triangle", "a white heart", "a purple cross"]
