@@ -12,6 +12,7 @@ Everything goes to demo-output/ in the repo (git-ignored):
 
 The graph goes through ComfyUI's HTTP API (/prompt, /history), as any client would send it.
 """
+import filecmp
 import os
 import shutil
 import sys
@@ -39,8 +40,13 @@ CHECKPOINT = "shapeworld.safetensors"
 
 
 def write_checkpoint(path: str):
-    """ShapeWorld: trained by shapeworld/train_model.py, registered by tests/custom_nodes/texttune_test_models."""
-    shutil.copyfile(os.path.join(REPO, "shapeworld", "weights", CHECKPOINT), path + ".partial")
+    """ShapeWorld: trained by shapeworld/train_model.py, registered by tests/custom_nodes/texttune_test_models.
+    Copied when `path` is missing or differs from the committed file (a pull that retrains the model)."""
+    source = os.path.join(REPO, "shapeworld", "weights", CHECKPOINT)
+    if os.path.exists(path) and filecmp.cmp(source, path, shallow=False):
+        return
+    print(f"writing the demo model {path}")
+    shutil.copyfile(source, path + ".partial")
     os.replace(path + ".partial", path)
 # ---------------------------------------------------------------------------------------------
 
@@ -91,9 +97,7 @@ def read_back(paths: list[str]) -> list[dict]:
 def prepare():
     ckpt_path = os.path.join(BASE, "models", "checkpoints", CHECKPOINT)
     os.makedirs(os.path.dirname(ckpt_path), exist_ok=True)
-    if not os.path.exists(ckpt_path):
-        print(f"writing the demo model {ckpt_path}")
-        write_checkpoint(ckpt_path)
+    write_checkpoint(ckpt_path)
     images = sorted(f for f in os.listdir(ASSETS) if f.endswith(".png"))
     if not images:
         raise SystemExit(f"No demo images in {ASSETS}: run scripts/make_demo_images.py.")
