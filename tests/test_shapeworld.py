@@ -131,6 +131,24 @@ def test_checkpoint_is_small_and_loads_with_the_core_loader(shapeworld):
     assert v.first_stage_model.__class__.__name__ == "TAESD"
 
 
+def test_demo_copies_the_committed_checkpoint_again_when_it_changes(tmp_path):
+    """make demo keeps its model in demo-output/; after a pull that retrains ShapeWorld it must not
+    draw with the old one, and an unchanged copy is left alone."""
+    import filecmp
+    import importlib.util
+    from comfy_host import REPO
+    spec = importlib.util.spec_from_file_location("demo", os.path.join(REPO, "scripts", "demo.py"))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    path = tmp_path / model.CHECKPOINT_NAME
+    path.write_bytes(b"the model of an earlier pull")
+    demo.write_checkpoint(str(path))
+    assert filecmp.cmp(path, model.WEIGHTS, shallow=False)
+    os.utime(path, (1, 1))
+    demo.write_checkpoint(str(path))
+    assert path.stat().st_mtime == 1 and sorted(os.listdir(tmp_path)) == [model.CHECKPOINT_NAME]
+
+
 def test_model_follows_prompts(shapeworld, net):
     res = evaluate.prompt_following(*shapeworld, n=12, seed=3, net=net)
     assert res["colour"] >= COLOUR_MIN and res["background"] >= COLOUR_MIN, res
